@@ -1,0 +1,24 @@
+"""optax_ramda: structured-sparsity optimizers for JAX, as Optax transforms.
+
+RAMDA (Regularized Adaptive Momentum Dual Averaging, Huang & Lee 2024) and the
+baselines it is compared against, sharing one set of regularizer specs and one
+jitted subproblem solver.
+"""
+
+from optax_ramda._ramda import ScaleByRamdaState as ScaleByRamdaState
+from optax_ramda._ramda import prox_iterate as prox_iterate
+from optax_ramda._ramda import ramda as ramda
+from optax_ramda._ramda import restart as restart
+from optax_ramda._ramda import scale_by_ramda as scale_by_ramda
+from optax_ramda._regularizers import L1 as L1
+from optax_ramda._regularizers import GroupLasso as GroupLasso
+from optax_ramda._regularizers import Regularizer as Regularizer
+from optax_ramda._regularizers import group_lasso as group_lasso
+from optax_ramda._regularizers import l1 as l1
+from optax_ramda._regularizers import regularizer_value as regularizer_value
+from optax_ramda._regularizers import resolve_specs as resolve_specs
+from optax_ramda._solvers import prox_l1 as prox_l1
+from optax_ramda._solvers import solve_group_lasso as solve_group_lasso
+from optax_ramda._sparsity import sparsity as sparsity
+
+__version__ = "0.1.0"

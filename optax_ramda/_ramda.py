@@ -1,0 +1,357 @@
+"""RAMDA: Regularized Adaptive Momentum Dual Averaging (DESIGN §2)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax._src import base, numerics
+
+from optax_ramda import _checks, _stages
+from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
+
+Solver = Literal["pg"]
+
+
+class ScaleByRamdaState(NamedTuple):
+  """State of :func:`scale_by_ramda`; per-parameter fields mirror the params.
+
+  Attributes:
+    count: updates applied so far; drives schedules and milestones.
+    stage_count: k, updates since the last (re)start of the dual average.
+    alpha: α = Σ s_j over the current stage.
+    grad_sum: V = Σ s_j g_j, the dual average.
+    grad_sq_sum: U = Σ s_j g_j², the preconditioner's accumulator.
+    anchor: W⁰, the centre of the subproblem (a copy, never the params buffer).
+    prox: Ŵ, the last subproblem solution: exactly structured.
+    iterations: per leaf, the inner solver's iteration count at the last step
+      (0 for leaves solved in closed form).
+  """
+
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+  stage_count: jax.Array
+  alpha: jax.Array
+  grad_sum: optax.Updates
+  grad_sq_sum: optax.Updates
+  anchor: optax.Params
+  prox: optax.Params
+  iterations: Any
+
+  def restart(self, params: optax.Params) -> ScaleByRamdaState:
+    """Restarts the dual average at `params` (W⁰ ← params; V, U, α, k ← 0)."""
+    return self._replace(
+      stage_count=jnp.zeros_like(self.stage_count),
+      alpha=jnp.zeros_like(self.alpha),
+      grad_sum=optax.tree.zeros_like(self.grad_sum),
+      grad_sq_sum=optax.tree.zeros_like(self.grad_sq_sum),
+      anchor=jax.tree.map(lambda p, a: copy_as(p, a.dtype), params, self.anchor),
+    )
+
+
+class _LeafStep(NamedTuple):
+  update: jax.Array
+  grad_sum: jax.Array
+  grad_sq_sum: jax.Array
+  prox: jax.Array
+  iterations: jax.Array
+
+
+def copy_as(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
+  """A fresh copy of `x` in `dtype`: never an alias, so it can be donated."""
+  return jnp.array(x, dtype=dtype, copy=True)
+
+
+def check_floating_params(params: optax.Params) -> None:
+  """Raises, naming the leaf, if a parameter leaf is not floating point."""
+  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if not jnp.issubdtype(p.dtype, jnp.floating):
+      raise ValueError(
+        f"The parameter {jax.tree_util.keystr(path)} has dtype {p.dtype}; "
+        "optimizers of optax_ramda need floating-point parameters."
+      )
+
+
+def scale_by_ramda(
+  learning_rate: optax.ScalarOrSchedule,
+  momentum: optax.ScalarOrSchedule = 0.1,
+  eps: float = 1e-6,
+  reg_strength: optax.ScalarOrSchedule = 0.0,
+  regularizer: RegularizerArg = None,
+  *,
+  solver: Solver = "pg",
+  max_iters: int = 100,
+  rtol: float = 1e-8,
+  milestones: tuple[int, ...] = (),
+  decay: float = 0.1,
+  momentum_ramp: bool = True,
+  state_dtype: jax.typing.DTypeLike | None = None,
+) -> optax.GradientTransformation:
+  """The RAMDA transform; see :func:`ramda` for the update rule and arguments.
+
+  Returns:
+    A :class:`optax.GradientTransformation` whose updates move the params to
+    the new RAMDA iterate; it must be the last transform of a chain.
+  """
+  _checks.check_positive("learning_rate", learning_rate)
+  _checks.check_unit_interval("momentum", momentum)
+  _checks.check_positive("eps", eps)
+  _checks.check_nonnegative("reg_strength", reg_strength)
+  _checks.check_max_iters(max_iters)
+  _checks.check_nonnegative("rtol", rtol)
+  _checks.check_unit_interval("decay", decay)
+  milestones = _checks.check_milestones(milestones)
+  if solver != "pg":
+    raise ValueError(f"`solver` must be 'pg', got {solver!r}.")
+  state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
+
+  def init_fn(params):
+    check_floating_params(params)
+    resolve_specs(regularizer, params)  # Fail at init, naming the leaf.
+    return ScaleByRamdaState(
+      count=jnp.zeros([], jnp.int32),
+      stage_count=jnp.zeros([], jnp.int32),
+      alpha=jnp.zeros([], float),
+      grad_sum=optax.tree.zeros_like(params, dtype=state_dtype),
+      grad_sq_sum=optax.tree.zeros_like(params, dtype=state_dtype),
+      anchor=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
+      prox=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
+      iterations=jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params),
+    )
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(base.NO_PARAMS_MSG)
+    specs = resolve_specs(regularizer, params)
+    count = state.count
+    state = _stages.restart_at_milestones(
+      state, count, milestones, lambda s: s.restart(params)
+    )
+    stage = _stages.stage_of(count, milestones)
+    stage_decay = jnp.asarray(decay, state.alpha.dtype) ** stage
+    lr = _stages.value_at(learning_rate, count) * stage_decay
+    eps_t = jnp.asarray(eps, state.alpha.dtype) * stage_decay
+
+    # §2 steps 1-3: k ← k + 1, s = η√k, α ← α + s.
+    k = state.stage_count + 1
+    s = (lr * jnp.sqrt(k.astype(lr.dtype))).astype(state.alpha.dtype)
+    alpha = state.alpha + s
+    threshold = alpha * _stages.value_at(reg_strength, count)
+    c = _stages.averaging_weight(
+      _stages.value_at(momentum, count), k, stage, len(milestones), momentum_ramp
+    )
+
+    def leaf_step(spec, g, w, v, u, anchor):
+      v = v + (s * g).astype(v.dtype)
+      u = u + (s * jnp.square(g)).astype(u.dtype)
+      d = jnp.cbrt(u) + eps_t.astype(u.dtype)
+      if spec is None:
+        z, iters = anchor - v / d, jnp.zeros([], jnp.int32)
+      else:
+        z, iters = spec.solve(
+          v, d, anchor, threshold, w, solver=solver, max_iters=max_iters, rtol=rtol
+        )
+      w_new = ((1 - c) * w + c * z).astype(w.dtype)
+      return _LeafStep(w_new - w, v, u, z, iters)
+
+    steps = jax.tree.map(
+      leaf_step,
+      specs,
+      updates,
+      params,
+      state.grad_sum,
+      state.grad_sq_sum,
+      state.anchor,
+      is_leaf=is_spec,
+    )
+    steps = _LeafStep(*jax.tree.transpose(jax.tree.structure(params), None, steps))
+    new_state = ScaleByRamdaState(
+      count=numerics.safe_increment(count),
+      stage_count=k,
+      alpha=alpha,
+      grad_sum=steps.grad_sum,
+      grad_sq_sum=steps.grad_sq_sum,
+      anchor=state.anchor,
+      prox=steps.prox,
+      iterations=steps.iterations,
+    )
+    return steps.update, new_state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def ramda(
+  learning_rate: optax.ScalarOrSchedule,
+  momentum: optax.ScalarOrSchedule = 0.1,
+  eps: float = 1e-6,
+  reg_strength: optax.ScalarOrSchedule = 0.0,
+  regularizer: RegularizerArg = None,
+  *,
+  solver: Solver = "pg",
+  max_iters: int = 100,
+  rtol: float = 1e-8,
+  milestones: tuple[int, ...] = (),
+  decay: float = 0.1,
+  momentum_ramp: bool = True,
+  state_dtype: jax.typing.DTypeLike | None = None,
+) -> optax.GradientTransformation:
+  r"""Regularized Adaptive Momentum Dual Averaging (RAMDA).
+
+  RAMDA trains a model whose weights come out *structured* (whole groups, such
+  as the input features of a layer, exactly zero) with the accuracy of an
+  adaptive method. Per parameter leaf, at step :math:`k` of the current stage
+  with gradient :math:`g` taken at the current weights :math:`w`:
+
+  .. math::
+
+    s_k &= η \sqrt{k}, \qquad α_k = α_{k-1} + s_k, \\
+    V_k &= V_{k-1} + s_k g, \qquad U_k = U_{k-1} + s_k g^2, \qquad
+      D_k = \sqrt[3]{U_k} + ε, \\
+    \hat W_k &≈ \arg\min_z ⟨V_k, z - W^0⟩ + \tfrac12 ‖z - W^0‖^2_{D_k}
+      + α_k ψ(z), \\
+    w &← (1 - c) w + c \hat W_k,
+
+  where :math:`η` is `learning_rate`, :math:`c` is `momentum`,
+  :math:`ε` is `eps`, :math:`ψ = λ × ` the leaf's regularizer with
+  :math:`λ` = `reg_strength`, and :math:`W^0` the anchor. Unregularized leaves
+  take the closed form :math:`\hat W = W^0 - V/D`; regularized ones are solved
+  by `solver`, warm-started at :math:`w`. With :math:`λ = 0` RAMDA is MADGRAD
+  without weight decay.
+
+  Stages: when the step count reaches one of `milestones`, :math:`η` and
+  :math:`ε` are multiplied by `decay` and the dual average restarts at the
+  current weights (:math:`W^0 ← w`; :math:`V, U, α, k ← 0`). In the final
+  stage (the whole run if there are no milestones) the averaging weight ramps
+  as :math:`c = \min(c_0 \sqrt{k + 1}, 1)` when `momentum_ramp` is set, so
+  the model weights become the exactly structured :math:`\hat W`. Before that,
+  :func:`prox_iterate` returns :math:`\hat W` from the state.
+
+  Args:
+    learning_rate: η, a float or a schedule of the step count.
+    momentum: c₀ ∈ (0, 1], the averaging weight (a float or a schedule);
+      c = 1 means no averaging. The paper uses 0.01 to 0.1.
+    eps: ε > 0 added to the cube root of U.
+    reg_strength: λ ≥ 0, a float or a schedule.
+    regularizer: a spec tree that is a pytree prefix of the params with leaves
+      :func:`group_lasso`, :func:`l1` or ``None`` (unregularized), or a
+      callable ``params -> spec tree`` such as :func:`input_channel_groups`.
+      ``None`` (default) leaves every parameter unregularized.
+    solver: ``"pg"``: proximal gradient with the authors' stopping rule.
+    max_iters: the inner solver's iteration cap.
+    rtol: the inner solver's relative-decrease tolerance.
+    milestones: step counts at which a new stage starts (strictly increasing).
+    decay: γ ∈ (0, 1], the factor applied to η and ε at each milestone.
+    momentum_ramp: ramp the averaging weight in the final stage.
+    state_dtype: dtype of V, U, W⁰ and Ŵ; defaults to each parameter's dtype.
+
+  Returns:
+    A :class:`optax.GradientTransformation`.
+
+  .. warning::
+    The emitted update is ``w_new - w``: RAMDA must be the **last** transform
+    of a chain, and ``update`` needs ``params``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import optax_ramda as oxr
+    >>> def loss(p):  # least squares; feature 2 of 3 is irrelevant
+    ...   x = jnp.array([[1.0, 2.0, 0.0], [3.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    ...   return jnp.sum((x @ p["w"] - jnp.array([[1.0], [2.0], [0.5]])) ** 2)
+    >>> params = {"w": jnp.ones((3, 1))}
+    >>> tx = optax.chain(
+    ...     optax.clip_by_global_norm(10.0),
+    ...     oxr.ramda(0.1, momentum=1.0, reg_strength=0.1,
+    ...               regularizer={"w": oxr.group_lasso(axes=(1,))}))
+    >>> state = tx.init(params)
+    >>> for _ in range(100):
+    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> params["w"][2]  # the irrelevant input feature is exactly zero
+    Array([0.], dtype=float32)
+
+  References:
+    Huang & Lee, `Regularized Adaptive Momentum Dual Averaging with an
+    Efficient Inexact Subproblem Solver for Training Structured Neural Network
+    <https://arxiv.org/abs/2403.14398>`_, NeurIPS 2024.
+
+    Defazio & Jelassi, `Adaptivity without Compromise: A Momentumized,
+    Adaptive, Dual Averaged Gradient Method for Stochastic Optimization
+    <https://arxiv.org/abs/2101.11075>`_, 2021 (MADGRAD, the λ = 0 case).
+  """
+  return scale_by_ramda(
+    learning_rate,
+    momentum,
+    eps,
+    reg_strength,
+    regularizer,
+    solver=solver,
+    max_iters=max_iters,
+    rtol=rtol,
+    milestones=milestones,
+    decay=decay,
+    momentum_ramp=momentum_ramp,
+    state_dtype=state_dtype,
+  )
+
+
+def prox_iterate(state: optax.OptState) -> optax.Params:
+  """Ŵ, the last subproblem solution, from a (possibly chained) state.
+
+  Ŵ is exactly structured from early in training, while the averaged weights
+  only become so once the averaging weight reaches one; evaluate or export Ŵ
+  to see the structure the method has found.
+
+  Args:
+    state: the state of :func:`ramda` or of a chain or wrapper containing it.
+
+  Returns:
+    A params-shaped tree.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> import optax_ramda as oxr
+    >>> tx = optax.chain(optax.clip(1.0), oxr.ramda(1e-2))
+    >>> state = tx.init({"w": jnp.ones(3)})
+    >>> oxr.prox_iterate(state)["w"]
+    Array([1., 1., 1.], dtype=float32)
+  """
+  found = optax.tree.get_all_with_path(state, "prox")
+  if len(found) != 1:
+    raise ValueError(
+      "prox_iterate needs a state holding exactly one RAMDA-type state, found "
+      f"{len(found)}."
+    )
+  return found[0][1]
+
+
+def restart(state: optax.OptState, params: optax.Params) -> optax.OptState:
+  """Manually starts a new stage at `params`: W⁰ ← params; V, U, α, k ← 0.
+
+  The step count, learning-rate stage and Ŵ are kept.
+
+  Args:
+    state: the state of :func:`ramda` (or of a chain or wrapper containing it).
+    params: the current parameters.
+
+  Returns:
+    The state with every dual-averaging sub-state restarted.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import optax_ramda as oxr
+    >>> tx = oxr.ramda(1e-2)
+    >>> state = tx.init({"w": jnp.zeros(2)})
+    >>> state = oxr.restart(state, {"w": jnp.ones(2)})
+    >>> state.anchor["w"]
+    Array([1., 1.], dtype=float32)
+  """
+
+  def is_restartable(x):
+    return isinstance(x, tuple) and callable(getattr(type(x), "restart", None))
+
+  return jax.tree.map(
+    lambda s: s.restart(params) if is_restartable(s) else s,
+    state,
+    is_leaf=is_restartable,
+  )
