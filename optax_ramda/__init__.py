@@ -5,6 +5,12 @@ baselines it is compared against, sharing one set of regularizer specs and one
 jitted subproblem solver.
 """
 
+from optax_ramda._prox_sgd import ScaleByProxSgdState as ScaleByProxSgdState
+from optax_ramda._prox_sgd import prox_sgd as prox_sgd
+from optax_ramda._prox_sgd import scale_by_prox_sgd as scale_by_prox_sgd
+from optax_ramda._proxgen import ScaleByProxgenState as ScaleByProxgenState
+from optax_ramda._proxgen import proxgen as proxgen
+from optax_ramda._proxgen import scale_by_proxgen as scale_by_proxgen
 from optax_ramda._ramda import ScaleByRamdaState as ScaleByRamdaState
 from optax_ramda._ramda import prox_iterate as prox_iterate
 from optax_ramda._ramda import ramda as ramda
@@ -17,6 +23,9 @@ from optax_ramda._regularizers import group_lasso as group_lasso
 from optax_ramda._regularizers import l1 as l1
 from optax_ramda._regularizers import regularizer_value as regularizer_value
 from optax_ramda._regularizers import resolve_specs as resolve_specs
+from optax_ramda._rmda import ScaleByRmdaState as ScaleByRmdaState
+from optax_ramda._rmda import rmda as rmda
+from optax_ramda._rmda import scale_by_rmda as scale_by_rmda
 from optax_ramda._solvers import prox_l1 as prox_l1
 from optax_ramda._solvers import solve_group_lasso as solve_group_lasso
 from optax_ramda._sparsity import sparsity as sparsity

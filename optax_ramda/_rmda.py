@@ -1,0 +1,292 @@
+"""RMDA: Regularized Modernized Dual Averaging (DESIGN §4), RAMDA without U."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax._src import base, numerics
+
+from optax_ramda import _checks, _stages
+from optax_ramda._ramda import check_floating_params, copy_as
+from optax_ramda._regularizers import (
+  L1,
+  GroupLasso,
+  Regularizer,
+  RegularizerArg,
+  is_spec,
+  resolve_specs,
+)
+from optax_ramda._solvers import group_norm
+
+
+def prox(
+  spec: Regularizer, x: jax.Array, threshold: jax.Array, init: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """prox_{τψ̄}(x) = argmin_z ½‖z − x‖² + τ ψ̄(z) for one leaf (ψ̄ = ψ/λ).
+
+  Closed form for group lasso (block soft-threshold at τ ω_g) and ℓ1
+  (soft-threshold at τ); any other spec is handed to its general solver with
+  D = I, which a proximal-gradient solver solves in one step.
+
+  Args:
+    spec: the leaf's resolved regularizer spec.
+    x: the point to shrink.
+    threshold: τ ≥ 0 (a scalar).
+    init: the warm start, used only by the general solver.
+
+  Returns:
+    ``(z, iterations)``: z with the dtype of `x`, and the inner iteration count
+    (0 for the closed forms).
+  """
+  tau = jnp.asarray(threshold).astype(x.dtype)
+  if isinstance(spec, GroupLasso):
+    tau_w = tau * spec.group_weight(x.shape)
+    norm = group_norm(x, spec.group_axes(x.ndim))
+    # max(0, ·) zeroes the group iff ‖x_g‖ ≤ τω_g, as safe screening does.
+    factor = jnp.maximum(0, 1 - tau_w / jnp.where(norm > 0, norm, 1))
+    return x * factor, jnp.zeros([], jnp.int32)
+  if isinstance(spec, L1):
+    z = jnp.where(jnp.abs(x) > tau, x - jnp.sign(x) * tau, 0)  # +0, not -0.
+    return z.astype(x.dtype), jnp.zeros([], jnp.int32)
+  return spec.solve(
+    jnp.zeros_like(x),
+    jnp.ones_like(x),
+    x,
+    tau,
+    init.astype(x.dtype),
+    solver="pg",
+    max_iters=100,
+    rtol=1e-8,
+  )
+
+
+class ScaleByRmdaState(NamedTuple):
+  """State of :func:`scale_by_rmda`; per-parameter fields mirror the params.
+
+  Attributes:
+    count: updates applied so far; drives schedules and milestones.
+    stage_count: k, updates since the last (re)start of the dual average.
+    alpha: α = Σ s_j over the current stage.
+    grad_sum: V = Σ s_j g_j, the dual average.
+    anchor: W⁰, the centre of the subproblem (a copy, never the params buffer).
+    prox: Ŵ, the last subproblem solution: exactly structured.
+    iterations: per leaf, the inner solver's iteration count at the last step
+      (0 for the closed forms of group lasso and ℓ1).
+  """
+
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
+  stage_count: jax.Array
+  alpha: jax.Array
+  grad_sum: optax.Updates
+  anchor: optax.Params
+  prox: optax.Params
+  iterations: Any
+
+  def restart(self, params: optax.Params) -> ScaleByRmdaState:
+    """Restarts the dual average at `params` (W⁰ ← params; V, α, k ← 0)."""
+    return self._replace(
+      stage_count=jnp.zeros_like(self.stage_count),
+      alpha=jnp.zeros_like(self.alpha),
+      grad_sum=optax.tree.zeros_like(self.grad_sum),
+      anchor=jax.tree.map(lambda p, a: copy_as(p, a.dtype), params, self.anchor),
+    )
+
+
+class _LeafStep(NamedTuple):
+  update: jax.Array
+  grad_sum: jax.Array
+  prox: jax.Array
+  iterations: jax.Array
+
+
+def scale_by_rmda(
+  learning_rate: optax.ScalarOrSchedule,
+  momentum: optax.ScalarOrSchedule = 0.1,
+  reg_strength: optax.ScalarOrSchedule = 0.0,
+  regularizer: RegularizerArg = None,
+  *,
+  milestones: tuple[int, ...] = (),
+  decay: float = 0.1,
+  momentum_ramp: bool = True,
+  state_dtype: jax.typing.DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """The RMDA transform; see :func:`rmda` for the update rule and arguments.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs` whose updates move the
+    params to the new RMDA iterate; it must be the last transform of a chain.
+  """
+  _checks.check_positive("learning_rate", learning_rate)
+  _checks.check_unit_interval("momentum", momentum)
+  _checks.check_nonnegative("reg_strength", reg_strength)
+  _checks.check_unit_interval("decay", decay)
+  milestones = _checks.check_milestones(milestones)
+  state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
+
+  def init_fn(params):
+    check_floating_params(params)
+    resolve_specs(regularizer, params)  # Fail at init, naming the leaf.
+    return ScaleByRmdaState(
+      count=jnp.zeros([], jnp.int32),
+      stage_count=jnp.zeros([], jnp.int32),
+      alpha=jnp.zeros([], float),
+      grad_sum=optax.tree.zeros_like(params, dtype=state_dtype),
+      anchor=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
+      prox=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
+      iterations=jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(base.NO_PARAMS_MSG)
+    specs = resolve_specs(regularizer, params)
+    count = state.count
+    state = _stages.restart_at_milestones(
+      state, count, milestones, lambda s: s.restart(params)
+    )
+    stage = _stages.stage_of(count, milestones)
+    stage_decay = jnp.asarray(decay, state.alpha.dtype) ** stage
+    lr = _stages.value_at(learning_rate, count) * stage_decay
+
+    # s = η√k, α ← α + s; the subproblem's D = √k·I gives threshold α/√k·λ.
+    k = state.stage_count + 1
+    sqrt_k = jnp.sqrt(k.astype(state.alpha.dtype))
+    s = (lr * sqrt_k).astype(state.alpha.dtype)
+    alpha = state.alpha + s
+    threshold = alpha / sqrt_k * _stages.value_at(reg_strength, count)
+    c = _stages.averaging_weight(
+      _stages.value_at(momentum, count), k, stage, len(milestones), momentum_ramp
+    )
+
+    def leaf_step(spec, g, w, v, anchor):
+      v = v + (s * g).astype(v.dtype)
+      x = anchor - v / sqrt_k.astype(v.dtype)
+      if spec is None:
+        z, iters = x, jnp.zeros([], jnp.int32)
+      else:
+        z, iters = prox(spec, x, threshold, w)
+      w_new = ((1 - c) * w + c * z).astype(w.dtype)
+      return _LeafStep(w_new - w, v, z, iters)
+
+    steps = jax.tree.map(
+      leaf_step,
+      specs,
+      updates,
+      params,
+      state.grad_sum,
+      state.anchor,
+      is_leaf=is_spec,
+    )
+    steps = _LeafStep(*jax.tree.transpose(jax.tree.structure(params), None, steps))
+    new_state = ScaleByRmdaState(
+      count=numerics.safe_increment(count),
+      stage_count=k,
+      alpha=alpha,
+      grad_sum=steps.grad_sum,
+      anchor=state.anchor,
+      prox=steps.prox,
+      iterations=steps.iterations,
+    )
+    return steps.update, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def rmda(
+  learning_rate: optax.ScalarOrSchedule,
+  momentum: optax.ScalarOrSchedule = 0.1,
+  reg_strength: optax.ScalarOrSchedule = 0.0,
+  regularizer: RegularizerArg = None,
+  *,
+  milestones: tuple[int, ...] = (),
+  decay: float = 0.1,
+  momentum_ramp: bool = True,
+  state_dtype: jax.typing.DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Regularized Modernized Dual Averaging (RMDA).
+
+  RMDA is RAMDA without the adaptive preconditioner: the subproblem's
+  quadratic is :math:`\tfrac{\sqrt k}{2}‖z - W^0‖^2`, so its solution is a
+  proximal operator in closed form. Per parameter leaf, at step :math:`k` of
+  the current stage with gradient :math:`g` taken at the current weights
+  :math:`w`:
+
+  .. math::
+
+    s_k &= η \sqrt{k}, \qquad α_k = α_{k-1} + s_k, \qquad
+      V_k = V_{k-1} + s_k g, \\
+    \hat W_k &= \operatorname{prox}_{(α_k/\sqrt{k}) ψ}
+      \left(W^0 - V_k / \sqrt{k}\right), \\
+    w &← (1 - c) w + c \hat W_k,
+
+  where :math:`η` is `learning_rate`, :math:`c` is `momentum`,
+  :math:`ψ = λ × ` the leaf's regularizer with :math:`λ` = `reg_strength`, and
+  :math:`W^0` the anchor. For a group lasso the prox is the block
+  soft-threshold :math:`\hat W_g = x_g \max(0, 1 - τ ω_g / ‖x_g‖)` at
+  :math:`τ = α_k λ / \sqrt{k}`; for ℓ1 the entrywise soft-threshold at
+  :math:`τ`; unregularized leaves take :math:`\hat W = W^0 - V_k/\sqrt{k}`.
+
+  Stages, restarts and the final-stage ramp of the averaging weight are those
+  of :func:`ramda`: at each of `milestones` :math:`η ← γη` (γ = `decay`) and
+  :math:`W^0 ← w;\ V, α, k ← 0`; in the final stage
+  :math:`c = \min(c_0 \sqrt{k + 1}, 1)` when `momentum_ramp` is set.
+  :func:`prox_iterate` returns :math:`\hat W` and :func:`restart` restarts the
+  dual average by hand.
+
+  Args:
+    learning_rate: η, a float or a schedule of the step count. The paper uses
+      0.1.
+    momentum: c₀ ∈ (0, 1], the averaging weight (a float or a schedule);
+      c = 1 means no averaging. The paper uses 0.1.
+    reg_strength: λ ≥ 0, a float or a schedule.
+    regularizer: a spec tree that is a pytree prefix of the params with leaves
+      :func:`group_lasso`, :func:`l1` or ``None`` (unregularized), or a
+      callable ``params -> spec tree``. ``None`` (default) leaves every
+      parameter unregularized.
+    milestones: step counts at which a new stage starts (strictly increasing).
+    decay: γ ∈ (0, 1], the factor applied to η at each milestone.
+    momentum_ramp: ramp the averaging weight in the final stage.
+    state_dtype: dtype of V, W⁰ and Ŵ; defaults to each parameter's dtype.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs`.
+
+  .. warning::
+    The emitted update is ``w_new - w``: RMDA must be the **last** transform
+    of a chain, and ``update`` needs ``params``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import optax_ramda as oxr
+    >>> def loss(p):  # least squares; feature 2 of 3 is irrelevant
+    ...   x = jnp.array([[1.0, 2.0, 0.0], [3.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    ...   return jnp.sum((x @ p["w"] - jnp.array([[1.0], [2.0], [0.5]])) ** 2)
+    >>> params = {"w": jnp.ones((3, 1))}
+    >>> tx = oxr.rmda(0.02, momentum=0.1, reg_strength=1.0,
+    ...               regularizer={"w": oxr.group_lasso(axes=(1,))})
+    >>> state = tx.init(params)
+    >>> for _ in range(100):
+    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> params["w"][2] == 0  # the irrelevant input feature is exactly zero
+    Array([ True], dtype=bool)
+
+  References:
+    Huang, Chen & Lee, `Training Structured Neural Networks Through Manifold
+    Identification and Variance Reduction <https://arxiv.org/abs/2112.02612>`_,
+    ICLR 2022.
+  """
+  return scale_by_rmda(
+    learning_rate,
+    momentum,
+    reg_strength,
+    regularizer,
+    milestones=milestones,
+    decay=decay,
+    momentum_ramp=momentum_ramp,
+    state_dtype=state_dtype,
+  )
