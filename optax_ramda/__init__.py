@@ -5,6 +5,8 @@ baselines it is compared against, sharing one set of regularizer specs and one
 jitted subproblem solver.
 """
 
+from optax_ramda._flax import input_channel_groups as input_channel_groups
+from optax_ramda._flax import output_channel_groups as output_channel_groups
 from optax_ramda._prox_sgd import ScaleByProxSgdState as ScaleByProxSgdState
 from optax_ramda._prox_sgd import prox_sgd as prox_sgd
 from optax_ramda._prox_sgd import scale_by_prox_sgd as scale_by_prox_sgd
@@ -29,5 +31,6 @@ from optax_ramda._rmda import scale_by_rmda as scale_by_rmda
 from optax_ramda._solvers import prox_l1 as prox_l1
 from optax_ramda._solvers import solve_group_lasso as solve_group_lasso
 from optax_ramda._sparsity import sparsity as sparsity
+from optax_ramda._sparsity import sparsity_table as sparsity_table
 
 __version__ = "0.1.0"

@@ -7,9 +7,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from optax_ramda._flax import module_params, path_names
 from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
+
+
+def _leaf_name(path: tuple[Any, ...]) -> str:
+  """The key path of a leaf, without the ``.value`` of an NNX Variable."""
+  names = path_names(path)
+  return jax.tree_util.keystr(tuple(path[: len(names)]))
 
 
 def _leaf_report(spec, w: jax.Array) -> dict[str, Any]:
@@ -35,13 +43,17 @@ def sparsity(params: optax.Params, regularizer: RegularizerArg) -> dict[str, Any
   entry as a group of size one. Works under ``jax.jit``.
 
   Args:
-    params: the parameters (or Ŵ from :func:`prox_iterate`).
-    regularizer: the spec tree (or callable) used in training.
+    params: the parameters (or Ŵ from :func:`prox_iterate`): any pytree,
+      including Linen param dicts and ``nnx.State`` trees; an ``nnx.Module``
+      stands for its ``nnx.Param`` state.
+    regularizer: the spec tree (or callable, such as
+      :func:`input_channel_groups`) used in training.
 
   Returns:
     A dict with ``group_sparsity``, ``zero_groups``, ``groups``,
     ``unstructured_sparsity``, ``zero_entries``, ``entries`` and ``leaves``: the
-    same counts per leaf, keyed by the leaf's path.
+    same counts per leaf (plus ``group_size`` for regularized ones), keyed by
+    the leaf's path (without the ``.value`` of NNX Variables).
 
   Examples:
     >>> import jax.numpy as jnp
@@ -54,11 +66,12 @@ def sparsity(params: optax.Params, regularizer: RegularizerArg) -> dict[str, Any
     >>> float(report["unstructured_sparsity"])  # 5 zeros of 8 entries
     0.625
   """
+  params = module_params(params)
   specs = resolve_specs(regularizer, params)
   flat_specs = jax.tree.leaves(specs, is_leaf=is_spec)
   flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
   leaves = {
-    jax.tree_util.keystr(path): _leaf_report(spec, w)
+    _leaf_name(path): _leaf_report(spec, w)
     for spec, (path, w) in zip(flat_specs, flat_params, strict=True)
   }
   regularized = [r for r in leaves.values() if "groups" in r]
@@ -75,3 +88,68 @@ def sparsity(params: optax.Params, regularizer: RegularizerArg) -> dict[str, Any
     "entries": entries,
     "leaves": leaves,
   }
+
+
+def _percent(x: Any) -> str:
+  return f"{100 * float(x):.2f}%"
+
+
+def sparsity_table(params: optax.Params, regularizer: RegularizerArg) -> str:
+  """A per-layer table of :func:`sparsity`, one row per parameter leaf.
+
+  Columns: the leaf path, its shape, zero groups / groups, the weighted group
+  sparsity of the leaf (``-`` for unregularized leaves) and its fraction of
+  zero entries; a last row holds the totals of :func:`sparsity` (its
+  group sparsity weights each group by its size). Runs on the
+  host (it formats numbers), so call it outside ``jax.jit``.
+
+  Args:
+    params: the parameters, as for :func:`sparsity`.
+    regularizer: the spec tree (or callable) used in training.
+
+  Returns:
+    The table, as a string ready to print.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import optax_ramda as oxr
+    >>> params = {"w": jnp.array([[1.0, 2.0], [0.0, 0.0], [0.0, 3.0]]),
+    ...           "b": jnp.zeros(2)}
+    >>> print(oxr.sparsity_table(params, {"w": oxr.group_lasso(axes=(1,)), "b": None}))
+    layer  shape     zero groups  group sparsity  entry sparsity
+    ['b']  (2,)                -               -         100.00%
+    ['w']  (3, 2)            1/3          33.33%          50.00%
+    total  8 params          1/3          33.33%          62.50%
+  """
+  params = module_params(params)
+  report = sparsity(params, regularizer)
+  shapes = [np.shape(w) for w in jax.tree.leaves(params)]
+  rows = [["layer", "shape", "zero groups", "group sparsity", "entry sparsity"]]
+  for (name, leaf), shape in zip(report["leaves"].items(), shapes, strict=True):
+    if "groups" in leaf:
+      groups = f"{int(leaf['zero_groups'])}/{leaf['groups']}"
+      weighted = _percent(int(leaf["zero_groups"]) / max(leaf["groups"], 1))
+    else:
+      groups = weighted = "-"
+    if "rank" in leaf:  # Nuclear-norm leaves report their rank.
+      groups = f"rank {int(leaf['rank'])}"
+    entries = _percent(int(leaf["zero_entries"]) / max(leaf["entries"], 1))
+    rows.append([name, str(tuple(shape)), groups, weighted, entries])
+  rows.append(
+    [
+      "total",
+      f"{report['entries']} params",
+      f"{int(report['zero_groups'])}/{report['groups']}",
+      _percent(report["group_sparsity"]),
+      _percent(report["unstructured_sparsity"]),
+    ]
+  )
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  lines = [
+    "  ".join(
+      cell.ljust(w) if i < 2 else cell.rjust(w)
+      for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+    ).rstrip()
+    for row in rows
+  ]
+  return "\n".join(lines)
