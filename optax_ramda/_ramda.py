@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +11,7 @@ from optax._src import base, numerics
 
 from optax_ramda import _checks, _stages
 from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
-
-Solver = Literal["pg"]
+from optax_ramda._solvers import Solver
 
 
 class ScaleByRamdaState(NamedTuple):
@@ -102,8 +101,8 @@ def scale_by_ramda(
   _checks.check_nonnegative("rtol", rtol)
   _checks.check_unit_interval("decay", decay)
   milestones = _checks.check_milestones(milestones)
-  if solver != "pg":
-    raise ValueError(f"`solver` must be 'pg', got {solver!r}.")
+  if solver not in ("pg", "exact"):
+    raise ValueError(f"`solver` must be 'pg' or 'exact', got {solver!r}.")
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
@@ -237,9 +236,11 @@ def ramda(
       :func:`group_lasso`, :func:`l1` or ``None`` (unregularized), or a
       callable ``params -> spec tree`` such as :func:`input_channel_groups`.
       ``None`` (default) leaves every parameter unregularized.
-    solver: ``"pg"``: proximal gradient with the authors' stopping rule.
-    max_iters: the inner solver's iteration cap.
-    rtol: the inner solver's relative-decrease tolerance.
+    solver: ``"pg"``: proximal gradient with the authors' stopping rule (the
+      paper's solver); ``"exact"``: per-group safeguarded Newton on the secular
+      equation, exact to machine precision (see :func:`solve_group_lasso`).
+    max_iters: the ``"pg"`` solver's iteration cap.
+    rtol: the ``"pg"`` solver's relative-decrease tolerance.
     milestones: step counts at which a new stage starts (strictly increasing).
     decay: γ ∈ (0, 1], the factor applied to η and ε at each milestone.
     momentum_ramp: ramp the averaging weight in the final stage.
