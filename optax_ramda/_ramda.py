@@ -59,6 +59,13 @@ class _LeafStep(NamedTuple):
 
 def copy_as(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
   """A fresh copy of `x` in `dtype`: never an alias, so it can be donated."""
+  if isinstance(x, jax.ShapeDtypeStruct):
+    raise ValueError(
+      "This optimizer's state holds a copy of the params, and a "
+      "jax.ShapeDtypeStruct has no values to copy; for an abstract state use "
+      "jax.eval_shape(tx.init, params)."
+    )
+  # Under jit this copy takes the sharding of `x`; eagerly, jnp.array keeps it.
   return jnp.array(x, dtype=dtype, copy=True)
 
 

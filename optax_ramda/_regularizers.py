@@ -212,8 +212,12 @@ def resolve_specs(regularizer: RegularizerArg, params: Any) -> Any:
     ValueError: naming the leaf path, when the spec tree does not match the
       params or a spec does not fit its leaf.
   """
-  specs = regularizer(params) if callable(regularizer) else regularizer
   param_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  if not param_leaves:
+    # Nothing to regularize. `optax.tree_map_params` calls `init` on such a
+    # leafless placeholder to find the params-shaped parts of a state.
+    return jax.tree_util.tree_unflatten(treedef, [])
+  specs = regularizer(params) if callable(regularizer) else regularizer
   spec_leaves = jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)[0]
   for path, spec in spec_leaves:
     if not is_spec(spec):
