@@ -13,6 +13,9 @@ from optax_ramda._prox_sgd import scale_by_prox_sgd as scale_by_prox_sgd
 from optax_ramda._proxgen import ScaleByProxgenState as ScaleByProxgenState
 from optax_ramda._proxgen import proxgen as proxgen
 from optax_ramda._proxgen import scale_by_proxgen as scale_by_proxgen
+from optax_ramda._proxssi import ScaleByProxssiState as ScaleByProxssiState
+from optax_ramda._proxssi import proxssi as proxssi
+from optax_ramda._proxssi import scale_by_proxssi as scale_by_proxssi
 from optax_ramda._pruning import PruningReport as PruningReport
 from optax_ramda._pruning import prune_input_channels as prune_input_channels
 from optax_ramda._pruning import prune_linen_params as prune_linen_params

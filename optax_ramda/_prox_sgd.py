@@ -150,9 +150,9 @@ def prox_sgd(
     >>> params = {"w": jnp.ones((3, 1))}
     >>> tx = oxr.prox_sgd(0.05, reg_strength=0.2,
     ...                   regularizer={"w": oxr.group_lasso(axes=(1,))})
-    >>> state = tx.init(params)
+    >>> state, update = tx.init(params), jax.jit(tx.update)
     >>> for _ in range(200):
-    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   updates, state = update(jax.grad(loss)(params), state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> params["w"][2] == 0  # the irrelevant input feature is exactly zero
     Array([ True], dtype=bool)

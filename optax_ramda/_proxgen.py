@@ -13,6 +13,7 @@ from optax._src import base, numerics
 from optax_ramda import _checks, _solvers, _stages
 from optax_ramda._ramda import check_floating_params
 from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
+from optax_ramda._solvers import Solver
 
 
 class ScaleByProxgenState(NamedTuple):
@@ -82,7 +83,7 @@ def scale_by_proxgen(
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
   *,
-  solver: str = "pg",
+  solver: Solver = "pg",
   max_iters: int = 100,
   rtol: float = 1e-8,
   state_dtype: jax.typing.DTypeLike | None = None,
@@ -149,7 +150,7 @@ def proxgen(
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
   *,
-  solver: str = "pg",
+  solver: Solver = "pg",
   max_iters: int = 100,
   rtol: float = 1e-8,
   state_dtype: jax.typing.DTypeLike | None = None,
@@ -185,7 +186,9 @@ def proxgen(
     reg_strength: λ ≥ 0, a float or a schedule.
     regularizer: a spec tree (or callable ``params -> spec tree``) as for
       :func:`ramda`; ``None`` (default) leaves every parameter unregularized.
-    solver: the subproblem solver mode, as for :func:`solve_group_lasso`.
+    solver: the subproblem solver, as for :func:`solve_group_lasso`:
+      ``"pg"`` (the paper's proximal gradient, faithful stopping) or
+      ``"exact"`` (per-group Newton; ProxSSI's prox, see :func:`proxssi`).
     max_iters: the inner solver's iteration cap.
     rtol: the inner solver's tolerance.
     state_dtype: dtype of the moments; defaults to each parameter's dtype.
@@ -206,9 +209,9 @@ def proxgen(
     >>> params = {"w": jnp.ones((3, 1))}
     >>> tx = oxr.proxgen(0.1, reg_strength=0.1,
     ...                  regularizer={"w": oxr.group_lasso(axes=(1,))})
-    >>> state = tx.init(params)
+    >>> state, update = tx.init(params), jax.jit(tx.update)
     >>> for _ in range(100):
-    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   updates, state = update(jax.grad(loss)(params), state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> params["w"][2] == 0  # the irrelevant input feature is exactly zero
     Array([ True], dtype=bool)

@@ -268,9 +268,9 @@ def rmda(
     >>> params = {"w": jnp.ones((3, 1))}
     >>> tx = oxr.rmda(0.02, momentum=0.1, reg_strength=1.0,
     ...               regularizer={"w": oxr.group_lasso(axes=(1,))})
-    >>> state = tx.init(params)
+    >>> state, update = tx.init(params), jax.jit(tx.update)
     >>> for _ in range(100):
-    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   updates, state = update(jax.grad(loss)(params), state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> params["w"][2] == 0  # the irrelevant input feature is exactly zero
     Array([ True], dtype=bool)

@@ -1,7 +1,8 @@
 """Tests of the baselines: `_rmda`, `_proxgen`, `_prox_sgd`, `_proxssi` (DESIGN §4).
 
 Oracles:
-* `optax.adam` (ProxGen at λ = 0) and `optax.sgd` with momentum (ProxSGD at λ = 0);
+* `optax.adam` (ProxGen and ProxSSI at λ = 0) and `optax.sgd` with momentum (ProxSGD at
+  λ = 0);
 * RMDA at λ = 0 against its dual average written as an explicit sum,
   Ŵ_k = W⁰ − (η/√k) Σ_j √j g_j;
 * RMDA's closed-form prox against the general solver with D = √k·I;
@@ -104,11 +105,14 @@ def _mlp_problem(dtype=jnp.float64):
 
 
 def _run(tx, params, loss, steps):
-  update = jax.jit(tx.update)
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
   state = tx.init(params)
   for _ in range(steps):
-    updates, state = update(jax.grad(loss)(params), state, params)
-    params = optax.apply_updates(params, updates)
+    params, state = step(params, state)
   return params, state
 
 
@@ -148,15 +152,14 @@ def test_rmda_lambda_zero_is_dual_averaging(x64, ramp):
   params, loss, specs = _mlp_problem()
   lr, c0, steps = 0.05, 0.2, 12
   tx = oxr.rmda(lr, c0, 0.0, specs, momentum_ramp=ramp)  # λ = 0 with specs given.
-  update = jax.jit(tx.update)
+  update, grad = jax.jit(tx.update), jax.jit(jax.grad(loss))
   state = tx.init(params)
   w, w_expected, history = params, params, []
   for k in range(1, steps + 1):
-    g = jax.grad(loss)(w)
-    updates, state = update(g, state, w)
+    updates, state = update(grad(w), state, w)
     w = optax.apply_updates(w, updates)
 
-    history.append(jax.tree.map(np.asarray, jax.grad(loss)(w_expected)))
+    history.append(jax.tree.map(np.asarray, grad(w_expected)))
     c = min(c0 * np.sqrt(k + 1), 1.0) if ramp else c0
     w_hat = {
       n: np.asarray(params[n])
@@ -339,6 +342,67 @@ def test_prox_sgd_matches_numpy_reference(x64):
   assert 0 < _zero_groups(p) < 6 + 4
 
 
+# --- ProxSSI ------------------------------------------------------------------------
+
+
+def test_proxssi_lambda_zero_equals_adam(x64):
+  """Oracle: optax.adam with ε = 1e-6, in float64, regularized leaves at λ = 0."""
+  del x64
+  params, loss, specs = _mlp_problem()
+  p_adam, _ = _run(optax.adam(1e-2, eps=1e-6), params, loss, 30)
+  p_proxssi, _ = _run(
+    oxr.proxssi(1e-2, reg_strength=0.0, regularizer=specs), params, loss, 30
+  )
+  chex.assert_trees_all_close(p_proxssi, p_adam, rtol=1e-12, atol=1e-14)
+
+
+def test_proxssi_prox_equals_exact_solver(x64):
+  """Oracle: solve_group_lasso(V = 0, D = P, anchor = Adam step, "exact") and prox_l1."""
+  del x64
+  params, loss, specs = _mlp_problem()
+  lr, lam, b1, b2, eps = 0.05, 0.1, 0.9, 0.999, 1e-6
+  tx = oxr.proxssi(lr, b1, b2, eps, lam, specs)
+  params, state = _run(tx, params, loss, 3)
+  grads = jax.grad(loss)(params)
+  updates, new_state = jax.jit(tx.update)(grads, state, params)
+  new_params = optax.apply_updates(params, updates)
+
+  t = 4
+  for name, spec in (("w1", specs["w1"]), ("w2", specs["w2"])):
+    m = b1 * state.mu[name] + (1 - b1) * grads[name]
+    v = b2 * state.nu[name] + (1 - b2) * grads[name] ** 2
+    p = jnp.sqrt(v / (1 - b2**t)) + eps
+    x = params[name] - lr * m / (1 - b1**t) / p
+    if spec == oxr.l1():
+      expected = oxr.prox_l1(jnp.zeros_like(x), p, x, lr * lam)
+    else:
+      expected, _ = oxr.solve_group_lasso(
+        jnp.zeros_like(x), p, x, lr * lam, axes=(1,), solver="exact"
+      )
+    np.testing.assert_allclose(new_params[name], expected, rtol=1e-12, atol=1e-14)
+  assert _zero_groups_of(new_params["w1"]) > 0
+  assert int(new_state.iterations["w1"]) > 0  # P varies within a group: Newton ran.
+
+
+def test_proxssi_matches_numpy_reference(x64):
+  """Oracle: numpy_baselines.proxssi_reference (bisection on the secular equation)."""
+  del x64
+  steps = 8
+  params, grads_fn = _reference_problem(steps)
+  hyper = dict(
+    learning_rate=lambda count: 0.1 / (1 + 0.1 * count),
+    b1=0.8,
+    b2=0.95,
+    eps=1e-6,
+    reg_strength=0.5,
+  )
+  records = nb.proxssi_reference(
+    params, grads_fn, steps, regularizers=REF_SPECS, **hyper
+  )
+  p, _ = _follow(oxr.proxssi(regularizer=SPECS, **hyper), params, grads_fn, records)
+  assert 0 < _zero_groups(p) < 6 + 4
+
+
 # --- Bad input -----------------------------------------------------------------------
 
 
@@ -356,6 +420,8 @@ def test_prox_sgd_matches_numpy_reference(x64):
     (oxr.proxgen, dict(max_iters=0), "max_iters"),
     (oxr.prox_sgd, dict(momentum=1.5), "momentum"),
     (oxr.prox_sgd, dict(learning_rate=-0.1), "learning_rate"),
+    (oxr.proxssi, dict(b1=1.5), "b1"),
+    (oxr.proxssi, dict(reg_strength=-1.0), "reg_strength"),
   ],
 )
 def test_bad_hyperparameters_raise_at_construction(factory, kwargs, match):
@@ -363,7 +429,7 @@ def test_bad_hyperparameters_raise_at_construction(factory, kwargs, match):
     factory(**(dict(learning_rate=1e-2) | kwargs))
 
 
-@pytest.mark.parametrize("factory", [oxr.rmda, oxr.proxgen, oxr.prox_sgd])
+@pytest.mark.parametrize("factory", [oxr.rmda, oxr.proxgen, oxr.prox_sgd, oxr.proxssi])
 def test_bad_spec_tree_raises_at_init_naming_the_leaf(factory):
   params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
   tx = factory(1e-2, regularizer={"w": oxr.group_lasso(axes=(2,)), "b": None})
