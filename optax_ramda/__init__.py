@@ -26,9 +26,11 @@ from optax_ramda._ramda import restart as restart
 from optax_ramda._ramda import scale_by_ramda as scale_by_ramda
 from optax_ramda._regularizers import L1 as L1
 from optax_ramda._regularizers import GroupLasso as GroupLasso
+from optax_ramda._regularizers import Nuclear as Nuclear
 from optax_ramda._regularizers import Regularizer as Regularizer
 from optax_ramda._regularizers import group_lasso as group_lasso
 from optax_ramda._regularizers import l1 as l1
+from optax_ramda._regularizers import nuclear as nuclear
 from optax_ramda._regularizers import regularizer_value as regularizer_value
 from optax_ramda._regularizers import resolve_specs as resolve_specs
 from optax_ramda._rmda import ScaleByRmdaState as ScaleByRmdaState
@@ -36,6 +38,8 @@ from optax_ramda._rmda import rmda as rmda
 from optax_ramda._rmda import scale_by_rmda as scale_by_rmda
 from optax_ramda._solvers import prox_l1 as prox_l1
 from optax_ramda._solvers import solve_group_lasso as solve_group_lasso
+from optax_ramda._solvers import solve_nuclear as solve_nuclear
+from optax_ramda._solvers import subgradient_tolerance as subgradient_tolerance
 from optax_ramda._sparsity import sparsity as sparsity
 from optax_ramda._sparsity import sparsity_table as sparsity_table
 

@@ -11,7 +11,7 @@ from optax._src import base, numerics
 
 from optax_ramda import _checks, _stages
 from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
-from optax_ramda._solvers import Solver
+from optax_ramda._solvers import Solver, Stopping, check_stopping, subgradient_tolerance
 
 
 class ScaleByRamdaState(NamedTuple):
@@ -69,6 +69,24 @@ def copy_as(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
   return jnp.array(x, dtype=dtype, copy=True)
 
 
+def cube_root(u: jax.Array) -> jax.Array:
+  """∛u for u ≥ 0 (+0 → +0, inf → inf, NaN → NaN), to within ~1 ulp.
+
+  On XLA:CPU ``jnp.cbrt`` takes ~170× the time of an elementwise multiply,
+  which made it the largest part of a RAMDA (and a MADGRAD) step on CPU.
+  Here ``exp(log(u)/3)`` (a few ulp off) is corrected by one Newton step on
+  y³ = u: ~10× faster than ``jnp.cbrt`` on CPU in float32, and as accurate
+  (≤ 1 ulp in float32 and float64 over the normal range). Narrow floats are
+  computed in float32.
+  """
+  x = u.astype(jnp.promote_types(u.dtype, jnp.float32))
+  y = jnp.exp(jnp.log(x) / 3)
+  ok = (y > 0) & jnp.isfinite(y)
+  y_ok = jnp.where(ok, y, 1)
+  y = jnp.where(ok, y_ok - (y_ok - x / jnp.square(y_ok)) / 3, y)
+  return y.astype(u.dtype)
+
+
 def check_floating_params(params: optax.Params) -> None:
   """Raises, naming the leaf, if a parameter leaf is not floating point."""
   for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -89,6 +107,8 @@ def scale_by_ramda(
   solver: Solver = "pg",
   max_iters: int = 100,
   rtol: float = 1e-8,
+  stopping: Stopping = "decrease",
+  subgradient_tol: float = 1e-3,
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
   momentum_ramp: bool = True,
@@ -106,6 +126,7 @@ def scale_by_ramda(
   _checks.check_nonnegative("reg_strength", reg_strength)
   _checks.check_max_iters(max_iters)
   _checks.check_nonnegative("rtol", rtol)
+  check_stopping(stopping, subgradient_tol)
   _checks.check_unit_interval("decay", decay)
   milestones = _checks.check_milestones(milestones)
   if solver not in ("pg", "exact"):
@@ -151,12 +172,21 @@ def scale_by_ramda(
     def leaf_step(spec, g, w, v, u, anchor):
       v = v + (s * g).astype(v.dtype)
       u = u + (s * jnp.square(g)).astype(u.dtype)
-      d = jnp.cbrt(u) + eps_t.astype(u.dtype)
+      d = cube_root(u) + eps_t.astype(u.dtype)
       if spec is None:
         z, iters = anchor - v / d, jnp.zeros([], jnp.int32)
       else:
         z, iters = spec.solve(
-          v, d, anchor, threshold, w, solver=solver, max_iters=max_iters, rtol=rtol
+          v,
+          d,
+          anchor,
+          threshold,
+          w,
+          solver=solver,
+          max_iters=max_iters,
+          rtol=rtol,
+          stopping=stopping,
+          subgradient_tol=subgradient_tolerance(subgradient_tol, alpha, k, g.size),
         )
       w_new = ((1 - c) * w + c * z).astype(w.dtype)
       return _LeafStep(w_new - w, v, u, z, iters)
@@ -197,6 +227,8 @@ def ramda(
   solver: Solver = "pg",
   max_iters: int = 100,
   rtol: float = 1e-8,
+  stopping: Stopping = "decrease",
+  subgradient_tol: float = 1e-3,
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
   momentum_ramp: bool = True,
@@ -248,6 +280,13 @@ def ramda(
       equation, exact to machine precision (see :func:`solve_group_lasso`).
     max_iters: the ``"pg"`` solver's iteration cap.
     rtol: the ``"pg"`` solver's relative-decrease tolerance.
+    stopping: the ``"pg"`` solver's stopping rule: ``"decrease"`` (the
+      authors', with `rtol`) or ``"subgradient"``, the paper's condition (7):
+      a subgradient of the subproblem no larger than ε_k and no increase over
+      the warm start, with ε_k = `subgradient_tol`·k^(−0.51) on the
+      root-mean-square subgradient entry of the subproblem divided by α (see
+      :func:`subgradient_tolerance`).
+    subgradient_tol: ε₀ of ``stopping="subgradient"``.
     milestones: step counts at which a new stage starts (strictly increasing).
     decay: γ ∈ (0, 1], the factor applied to η and ε at each milestone.
     momentum_ramp: ramp the averaging weight in the final stage.
@@ -296,6 +335,8 @@ def ramda(
     solver=solver,
     max_iters=max_iters,
     rtol=rtol,
+    stopping=stopping,
+    subgradient_tol=subgradient_tol,
     milestones=milestones,
     decay=decay,
     momentum_ramp=momentum_ramp,

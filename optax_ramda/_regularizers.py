@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_ramda import _solvers
+from optax_ramda import _checks, _solvers
 
 Shape: TypeAlias = tuple[int, ...]
 KeyPath: TypeAlias = tuple[Any, ...]
@@ -53,8 +53,14 @@ class Regularizer:
     solver: str,
     max_iters: jax.typing.ArrayLike,
     rtol: jax.typing.ArrayLike,
+    stopping: str = "decrease",
+    subgradient_tol: jax.typing.ArrayLike = 0.0,
   ) -> tuple[jax.Array, jax.Array]:
-    """Solves the DESIGN §3 subproblem of one leaf; returns (z, iterations)."""
+    """Solves the DESIGN §3 subproblem of one leaf; returns (z, iterations).
+
+    `solver`, `max_iters`, `rtol`, `stopping` and `subgradient_tol` are those of
+    :func:`solve_group_lasso`; a spec with its own solver may ignore them.
+    """
     raise NotImplementedError
 
 
@@ -93,7 +99,20 @@ class GroupLasso(Regularizer):
   def group_weight(self, shape: Shape) -> float:
     return _solvers.group_weight(shape, self.group_axes(len(shape)), self.weight)
 
-  def solve(self, v, d, anchor, threshold, init, *, solver, max_iters, rtol):
+  def solve(
+    self,
+    v,
+    d,
+    anchor,
+    threshold,
+    init,
+    *,
+    solver,
+    max_iters,
+    rtol,
+    stopping="decrease",
+    subgradient_tol=0.0,
+  ):
     return _solvers.solve_group_lasso(
       v,
       d,
@@ -105,6 +124,8 @@ class GroupLasso(Regularizer):
       solver=solver,
       max_iters=max_iters,
       rtol=rtol,
+      stopping=stopping,
+      subgradient_tol=subgradient_tol,
     )
 
 
@@ -124,10 +145,88 @@ class L1(Regularizer):
     del shape
     return 1.0
 
-  def solve(self, v, d, anchor, threshold, init, *, solver, max_iters, rtol):
-    del init, solver, max_iters, rtol  # Closed form for a diagonal D.
+  def solve(
+    self,
+    v,
+    d,
+    anchor,
+    threshold,
+    init,
+    *,
+    solver,
+    max_iters,
+    rtol,
+    stopping="decrease",
+    subgradient_tol=0.0,
+  ):
+    del init, solver, max_iters, rtol, stopping, subgradient_tol  # Closed form.
     z = _solvers.prox_l1(v, d, anchor, threshold)
     return z, jnp.zeros([], jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Nuclear(Regularizer):
+  """Nuclear norm ψ(W) = λ ‖W‖_* of a matrix; use :func:`nuclear` to build one.
+
+  The subproblem has no closed form for a non-constant D: it is solved by
+  :func:`solve_nuclear` (proximal gradient with singular-value
+  soft-thresholding) with this spec's own `max_iters` and `rtol`, whatever the
+  optimizer's `solver`, `max_iters` and `rtol` (which are tuned for the
+  group lasso); the optimizer's `stopping` rule applies.
+
+  Attributes:
+    max_iters: the PG iteration cap (the authors use 5).
+    rtol: the relative-decrease tolerance (the authors use 1e-3).
+  """
+
+  max_iters: int = 5
+  rtol: float = 1e-3
+
+  def check(self, shape: Shape, path: str) -> Nuclear:
+    if len(shape) != 2:
+      raise ValueError(
+        f"nuclear() was given to the leaf {path} of shape {shape}; the nuclear "
+        "norm needs a 2-D (matrix) leaf."
+      )
+    return self
+
+  def group_axes(self, ndim: int) -> tuple[int, ...]:
+    # ψ does not separate: the whole matrix is its only "group".
+    return tuple(range(ndim))
+
+  def group_weight(self, shape: Shape) -> float:
+    del shape
+    return 1.0
+
+  def value(self, x: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.linalg.svd(x, compute_uv=False))
+
+  def solve(
+    self,
+    v,
+    d,
+    anchor,
+    threshold,
+    init,
+    *,
+    solver,
+    max_iters,
+    rtol,
+    stopping="decrease",
+    subgradient_tol=0.0,
+  ):
+    del solver, max_iters, rtol  # PG with this spec's own cap and tolerance.
+    return _solvers.solve_nuclear(
+      v,
+      d,
+      anchor,
+      threshold,
+      init,
+      self.max_iters,
+      self.rtol,
+      stopping=stopping,
+      subgradient_tol=subgradient_tol,
+    )
 
 
 def group_lasso(
@@ -180,6 +279,28 @@ def l1() -> L1:
     L1()
   """
   return L1()
+
+
+def nuclear(max_iters: int = 5, rtol: float = 1e-3) -> Nuclear:
+  """Nuclear-norm spec for a matrix leaf: ψ(W) = λ ‖W‖_* (low rank).
+
+  Args:
+    max_iters: the cap on the proximal-gradient iterations of the subproblem;
+      each one takes an SVD of the leaf. The default is the authors'.
+    rtol: the relative-decrease tolerance of the subproblem's stopping rule.
+
+  Returns:
+    A :class:`Nuclear` spec, to be placed in a spec tree (2-D leaves only);
+    :func:`sparsity` reports the rank of such leaves.
+
+  Examples:
+    >>> import optax_ramda as oxr
+    >>> oxr.nuclear()
+    Nuclear(max_iters=5, rtol=0.001)
+  """
+  _checks.check_max_iters(max_iters)
+  _checks.check_nonnegative("rtol", rtol)
+  return Nuclear(max_iters=int(max_iters), rtol=float(rtol))
 
 
 SpecTree: TypeAlias = Any

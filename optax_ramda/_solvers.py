@@ -25,6 +25,12 @@ from optax_ramda import _checks
 
 _SOLVERS = ("pg", "exact")
 Solver = Literal["pg", "exact"]
+_STOPPINGS = ("decrease", "subgradient")
+Stopping = Literal["decrease", "subgradient"]
+
+# ε_k = ε₀ k^(−SUBGRADIENT_DECAY) for the paper's condition (7); see
+# `subgradient_tolerance`.
+SUBGRADIENT_DECAY = 0.51
 
 # The exact solver stops a group once |φ(μ) − τω_g| ≤ _EXACT_TOL_ULPS · eps · τω_g
 # (eps of the compute dtype); from the upper end of its bracket safeguarded Newton
@@ -32,6 +38,61 @@ Solver = Literal["pg", "exact"]
 # most ~16 when it spans 16, so the cap only guards against non-finite input.
 _EXACT_TOL_ULPS = 4
 _EXACT_MAX_ITERS = 40
+
+
+def check_stopping(stopping: str, subgradient_tol: jax.typing.ArrayLike) -> None:
+  """Raises unless `stopping` names a rule and a concrete tolerance is >= 0."""
+  if stopping not in _STOPPINGS:
+    raise ValueError(f"`stopping` must be one of {_STOPPINGS}, got {stopping!r}.")
+  _checks.check_nonnegative("subgradient_tol", subgradient_tol)
+
+
+def subgradient_tolerance(
+  eps0: jax.typing.ArrayLike,
+  alpha: jax.typing.ArrayLike,
+  k: jax.typing.ArrayLike,
+  size: int,
+) -> jax.Array:
+  r"""The leaf's bound on ‖s‖₂ for the paper's condition (7) at stage step k.
+
+  The paper states condition (7) for :math:`Q_k = q/α_k`, the subproblem
+  divided by α (its subgradients have the scale of an averaged gradient,
+  whatever k): :math:`\min_{s∈∂Q_k(z)} ‖s‖ ≤ ε_k` and :math:`Q_k(z) ≤ Q_k(w)`.
+  We take
+
+  .. math::
+
+    ε_k = ε_0 \sqrt{N} \, k^{-0.51}, \qquad
+    \sum_k ε_k^2 = ε_0^2 N ζ(1.02) < ∞,
+
+  with N the number of regularized entries, and split it over the leaves in
+  proportion to their size: a leaf of n entries stops once
+  :math:`‖s_q‖ ≤ α ε_0 \sqrt{n} k^{-0.51}`, so the leaves together meet the
+  bound of the whole model, and ε₀ bounds the *root-mean-square* subgradient
+  entry, comparable to a gradient entry. The exponent 0.51 is the slowest
+  decay that keeps :math:`\sum ε_k^2` finite: a faster one would solve late
+  subproblems more accurately than the theory asks, at the price of inner
+  iterations. k restarts with the dual average at each stage (finitely many),
+  so the sum stays finite over a run.
+
+  Args:
+    eps0: ε₀ ≥ 0, the root-mean-square subgradient bound at k = 1.
+    alpha: α_k of the subproblem.
+    k: the step count of the current stage (≥ 1).
+    size: n, the leaf's number of entries.
+
+  Returns:
+    The bound for ``solve_group_lasso(..., subgradient_tol=...)``.
+
+  Examples:
+    >>> import optax_ramda as oxr
+    >>> float(oxr.subgradient_tolerance(1e-3, alpha=2.0, k=1, size=100))
+    0.02
+  """
+  k = jnp.asarray(k)
+  dtype = jnp.result_type(alpha, float)
+  decay = k.astype(dtype) ** -SUBGRADIENT_DECAY
+  return jnp.asarray(eps0, dtype) * jnp.asarray(alpha, dtype) * math.sqrt(size) * decay
 
 
 def group_norm(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
@@ -98,6 +159,9 @@ def solve_group_lasso(
   solver: Solver = "pg",
   max_iters: jax.typing.ArrayLike = 100,
   rtol: jax.typing.ArrayLike = 1e-8,
+  *,
+  stopping: Stopping = "decrease",
+  subgradient_tol: jax.typing.ArrayLike = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
   r"""Solves the group-lasso subproblem of one leaf (DESIGN §3).
 
@@ -120,10 +184,14 @@ def solve_group_lasso(
       y = z − h_g (v_g + d_g ∘ (z − W⁰_g)), \qquad
       z = y \max(0, 1 − h_g τ ω_g / ‖y‖),
 
-    warm-started at `init` and stopped, as in the authors' code, after
-    iteration :math:`j ≥ 2` once :math:`(\bar q_{j−1} − \bar q_j)/(|\bar q_j|
-    + 1) < \text{rtol}` (q̄ the objective over unscreened groups), or at
-    `max_iters`.
+    warm-started at `init` and stopped at `max_iters` or, with
+    ``stopping="decrease"`` (the authors' code, default), after iteration
+    :math:`j ≥ 2` once :math:`(\bar q_{j−1} − \bar q_j)/(|\bar q_j| + 1) <
+    \text{rtol}` (q̄ the objective over unscreened groups); with
+    ``stopping="subgradient"`` (the paper's condition (7)), once the
+    subgradient :math:`s = (d − 1/h)∘(z − z^-) ∈ ∂q(z)` left by the last step
+    :math:`z^- → z` has :math:`‖s‖_2 ≤` `subgradient_tol` and
+    :math:`q(z) ≤ q(\text{init})`.
   * ``"exact"``: the optimum is :math:`z_g = b_g / (d_g + μ_g)` where
     :math:`μ_g > 0` is the root of the increasing *secular equation*
     :math:`φ(μ) = μ ‖b_g / (d_g + μ)‖ = τ ω_g`. It lies in the bracket
@@ -148,6 +216,11 @@ def solve_group_lasso(
       (per-group Newton to machine precision).
     max_iters: the iteration cap of ``"pg"``.
     rtol: the relative-decrease tolerance of ``"pg"``.
+    stopping: ``"decrease"`` or ``"subgradient"``, the stopping rule of
+      ``"pg"``.
+    subgradient_tol: the bound on ‖s‖₂ (over the leaf) of
+      ``stopping="subgradient"``; :func:`subgradient_tolerance` gives the
+      paper's sequence.
 
   Returns:
     ``(z, iterations)``: the solution, with the dtype of `v`, and the number of
@@ -190,6 +263,7 @@ def solve_group_lasso(
   """
   if solver not in _SOLVERS:
     raise ValueError(f"`solver` must be one of {_SOLVERS}, got {solver!r}.")
+  check_stopping(stopping, subgradient_tol)
   _checks.check_max_iters(max_iters)
   _checks.check_nonnegative("rtol", rtol)
   _checks.check_nonnegative("threshold", threshold)
@@ -204,7 +278,17 @@ def solve_group_lasso(
 
   def proximal_gradient():
     return _pg_group_lasso(
-      v, d, anchor, tau_w, active, init.astype(dtype), axes, max_iters, rtol
+      v,
+      d,
+      anchor,
+      tau_w,
+      active,
+      init.astype(dtype),
+      axes,
+      max_iters,
+      rtol,
+      stopping,
+      subgradient_tol,
     )
 
   def exact():
@@ -213,6 +297,119 @@ def solve_group_lasso(
 
   iterate = exact if solver == "exact" else proximal_gradient
   return lax.cond(tau_w > 0, iterate, closed_form)
+
+
+def solve_nuclear(
+  v: jax.Array,
+  d: jax.Array,
+  anchor: jax.Array,
+  threshold: jax.typing.ArrayLike,
+  init: jax.Array | None = None,
+  max_iters: jax.typing.ArrayLike = 5,
+  rtol: jax.typing.ArrayLike = 1e-3,
+  *,
+  stopping: Stopping = "decrease",
+  subgradient_tol: jax.typing.ArrayLike = 0.0,
+) -> tuple[jax.Array, jax.Array]:
+  r"""Solves the nuclear-norm subproblem of one 2-D leaf (DESIGN §3).
+
+  .. math::
+
+    \min_z \; ⟨v, z - W⁰⟩ + \tfrac12 \sum_i d_i (z_i - W⁰_i)^2 + τ ‖z‖_*
+
+  by proximal gradient with the global step :math:`h = 1/\max_i d_i`; the prox
+  of :math:`hτ‖·‖_*` soft-thresholds the singular values:
+
+  .. math::
+
+    y = z − h (v + d ∘ (z − W⁰)), \qquad
+    z = U \max(Σ − hτ, 0) V^⊤ \quad (y = U Σ V^⊤).
+
+  When d is constant the first step is exact. The stopping rules are those of
+  :func:`solve_group_lasso` (q̄ is the whole objective); the defaults
+  ``max_iters=5, rtol=1e-3`` are the authors'. With τ = 0 the solution is the
+  closed form :math:`W⁰ − v/d` (zero iterations).
+
+  Args:
+    v: the dual average of the leaf, a matrix.
+    d: the diagonal preconditioner, positive, same shape as `v`.
+    anchor: the anchor W⁰.
+    threshold: τ ≥ 0.
+    init: the warm start (default: `anchor`).
+    max_iters: the iteration cap.
+    rtol: the relative-decrease tolerance of ``stopping="decrease"``.
+    stopping: ``"decrease"`` or ``"subgradient"``, as in
+      :func:`solve_group_lasso`.
+    subgradient_tol: the bound on ‖s‖₂ of ``stopping="subgradient"``.
+
+  Returns:
+    ``(z, iterations)``: the solution, with the dtype of `v`, and the number of
+    PG iterations (an int32 scalar).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import optax_ramda as oxr
+    >>> v = -jnp.diag(jnp.array([3.0, 0.5]))  # singular values 3 and 0.5
+    >>> z, iters = oxr.solve_nuclear(v, jnp.ones_like(v), jnp.zeros_like(v), 1.0)
+    >>> z  # rank one: 3 shrinks to 2, 0.5 to 0
+    Array([[2., 0.],
+           [0., 0.]], dtype=float32)
+  """
+  check_stopping(stopping, subgradient_tol)
+  _checks.check_max_iters(max_iters)
+  _checks.check_nonnegative("rtol", rtol)
+  _checks.check_nonnegative("threshold", threshold)
+  if v.ndim != 2:
+    raise ValueError(f"solve_nuclear needs a matrix, got shape {v.shape}.")
+  dtype = v.dtype
+  # SVDs of narrow floats are not supported everywhere; work in at least f32.
+  compute = jnp.promote_types(dtype, jnp.float32)
+  v, d, anchor = v.astype(compute), d.astype(compute), anchor.astype(compute)
+  init = anchor if init is None else init.astype(compute)
+  tau = jnp.asarray(threshold, compute)
+  step = 1 / jnp.max(d)
+  gap = d - 1 / step
+
+  # The iterate travels with its nuclear norm, which the prox knows for free.
+  def pg_step(carry):
+    z, _ = carry
+    u, sigma, vt = jnp.linalg.svd(
+      z - step * (v + d * (z - anchor)), full_matrices=False
+    )
+    sigma = jnp.maximum(sigma - step * tau, 0)
+    return (u * sigma) @ vt, jnp.sum(sigma)
+
+  def objective(carry):
+    z, nuclear_norm = carry
+    dz = z - anchor
+    return jnp.sum(v * dz + 0.5 * d * jnp.square(dz)) + tau * nuclear_norm
+
+  def subgradient_norm(carry, carry_prev):
+    return jnp.sqrt(jnp.sum(jnp.square(gap * (carry[0] - carry_prev[0]))))
+
+  def closed_form():
+    return anchor - v / d, jnp.zeros([], jnp.int32)
+
+  def proximal_gradient():
+    start = (init, jnp.sum(jnp.linalg.svd(init, compute_uv=False)))
+    run = jnp.ones([], bool)
+    if stopping == "subgradient":
+      carry, iters = _pg_subgradient_loop(
+        pg_step,
+        objective,
+        subgradient_norm,
+        start,
+        start,
+        subgradient_tol,
+        max_iters,
+        run,
+      )
+    else:
+      carry, iters = _pg_decrease_loop(pg_step, objective, start, max_iters, rtol, run)
+    return carry[0], iters
+
+  z, iters = lax.cond(tau > 0, proximal_gradient, closed_form)
+  return z.astype(dtype), iters
 
 
 def exact_group_lasso(
@@ -290,8 +487,10 @@ def exact_group_lasso(
   return z.astype(dtype), iters, mu
 
 
-def _pg_group_lasso(v, d, anchor, tau_w, active, init, axes, max_iters, rtol):
-  """PG iteration over the unscreened groups; the §3 "pg" stopping rule."""
+def _pg_group_lasso(
+  v, d, anchor, tau_w, active, init, axes, max_iters, rtol, stopping, subgradient_tol
+):
+  """PG iteration over the unscreened groups, stopped by `stopping`."""
   step = 1 / jnp.max(d, axis=axes, keepdims=True)
   shrink_by = step * tau_w
 
@@ -302,25 +501,78 @@ def _pg_group_lasso(v, d, anchor, tau_w, active, init, axes, max_iters, rtol):
     factor = jnp.maximum(0, 1 - shrink_by / jnp.where(norm > 0, norm, 1))
     return jnp.where(active, y * factor, 0)
 
-  def objective(z):
+  def per_group_objective(z):
     dz = z - anchor
     smooth = jnp.sum(v * dz + 0.5 * d * jnp.square(dz), axis=axes, keepdims=True)
-    per_group = smooth + tau_w * group_norm(z, axes)
-    return jnp.sum(jnp.where(active, per_group, 0))
+    return smooth + tau_w * group_norm(z, axes)
+
+  z0 = jnp.where(active, init, 0)
+  run = jnp.any(active)
+  if stopping == "subgradient":
+    gap = d - 1 / step
+    return _pg_subgradient_loop(
+      pg_step,
+      lambda z: jnp.sum(per_group_objective(z)),
+      lambda z, z_prev: jnp.sqrt(jnp.sum(jnp.square(gap * (z - z_prev)))),
+      z0,
+      init,
+      subgradient_tol,
+      max_iters,
+      run,
+    )
+  return _pg_decrease_loop(
+    pg_step,
+    lambda z: jnp.sum(jnp.where(active, per_group_objective(z), 0)),
+    z0,
+    max_iters,
+    rtol,
+    run,
+  )
+
+
+def _pg_decrease_loop(pg_step, objective, z0, max_iters, rtol, run):
+  """The authors' rule: stop after j ≥ 2 once (q̄ⱼ₋₁ − q̄ⱼ)/(|q̄ⱼ| + 1) < rtol."""
 
   def cond(carry):
     j, _, q_prev, q = carry
     converged = (j >= 2) & ((q_prev - q) / (jnp.abs(q) + 1) < rtol)
-    return (j < max_iters) & ~converged & jnp.any(active)
+    return (j < max_iters) & ~converged & run
 
   def body(carry):
     j, z, _, q = carry
     z = pg_step(z)
     return j + 1, z, q, objective(z)
 
-  zero = jnp.zeros([], v.dtype)
-  z0 = jnp.where(active, init, 0)
+  zero = jnp.zeros([], jax.tree.leaves(z0)[0].dtype)
   iters, z, _, _ = lax.while_loop(
     cond, body, (jnp.zeros([], jnp.int32), z0, zero, zero)
+  )
+  return z, iters
+
+
+def _pg_subgradient_loop(
+  pg_step, objective, subgradient_norm, z0, init, tol, max_iters, run
+):
+  """The paper's condition (7): stop once ‖s‖ ≤ tol and q(z) ≤ q(init).
+
+  After a PG step z⁻ → z with step h, s = (d − 1/h)∘(z − z⁻) ∈ ∂q(z): the prox
+  gives (z⁻ − h∇f(z⁻) − z)/h ∈ τ∂ψ(z), and ∇f(z) − ∇f(z⁻) = d∘(z − z⁻).
+  `subgradient_norm(z, z⁻)` returns ‖s‖₂.
+  """
+  q_init = objective(init)
+  tol = jnp.asarray(tol, q_init.dtype)
+
+  def cond(carry):
+    j, _, done = carry
+    return (j < max_iters) & ~done & run
+
+  def body(carry):
+    j, z_prev, _ = carry
+    z = pg_step(z_prev)
+    done = (subgradient_norm(z, z_prev) <= tol) & (objective(z) <= q_init)
+    return j + 1, z, done
+
+  iters, z, _ = lax.while_loop(
+    cond, body, (jnp.zeros([], jnp.int32), z0, jnp.zeros([], bool))
   )
   return z, iters

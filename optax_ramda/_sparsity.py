@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from optax_ramda._flax import module_params, path_names
-from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
+from optax_ramda._regularizers import Nuclear, RegularizerArg, is_spec, resolve_specs
 
 
 def _leaf_name(path: tuple[Any, ...]) -> str:
@@ -23,7 +23,10 @@ def _leaf_name(path: tuple[Any, ...]) -> str:
 def _leaf_report(spec, w: jax.Array) -> dict[str, Any]:
   zero_entries = jnp.sum(w == 0)
   report: dict[str, Any] = {"zero_entries": zero_entries, "entries": w.size}
-  if spec is not None:
+  if isinstance(spec, Nuclear):  # Low rank, not groups: numerical rank.
+    report["rank"] = jnp.linalg.matrix_rank(w)
+    report["max_rank"] = min(w.shape)
+  elif spec is not None:
     axes = spec.group_axes(w.ndim)
     group_size = math.prod(w.shape[a] for a in axes)
     nonzero = jnp.any(w != 0, axis=axes) if axes else w != 0
@@ -53,7 +56,10 @@ def sparsity(params: optax.Params, regularizer: RegularizerArg) -> dict[str, Any
     A dict with ``group_sparsity``, ``zero_groups``, ``groups``,
     ``unstructured_sparsity``, ``zero_entries``, ``entries`` and ``leaves``: the
     same counts per leaf (plus ``group_size`` for regularized ones), keyed by
-    the leaf's path (without the ``.value`` of NNX Variables).
+    the leaf's path (without the ``.value`` of NNX Variables). Leaves with a
+    :func:`nuclear` spec report ``rank`` (numerical rank, singular values above
+    max(m, n)·eps·σ_max) and ``max_rank`` instead of group counts, and are left
+    out of the group sparsity.
 
   Examples:
     >>> import jax.numpy as jnp
