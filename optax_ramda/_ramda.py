@@ -147,7 +147,8 @@ def scale_by_ramda(
       iterations=jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params),
     )
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args  # Accepted, as optax.chain passes them to every transform.
     if params is None:
       raise ValueError(base.NO_PARAMS_MSG)
     specs = resolve_specs(regularizer, params)
@@ -214,7 +215,7 @@ def scale_by_ramda(
     )
     return steps.update, new_state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def ramda(

@@ -1,0 +1,327 @@
+"""Tests of the Flax presets (optax_ramda/_flax.py) and of README's Flax section.
+
+Oracles: the group axes of every layer type, derived by hand from Flax's kernel
+layouts; and, independently of the axes, the defining property of the grouping:
+zeroing the kernel slice of one input (output) feature, indexed by the axes
+that Flax documents as the input (output) features, zeroes exactly one group,
+and there are as many groups as features.
+"""
+
+import math
+import pathlib
+import re
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import optax_ramda as oxr
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _axes_by_path(specs):
+  """{path: group axes or None}, paths as tuples of names without `.value`."""
+  out = {}
+  flat = jax.tree_util.tree_flatten_with_path(specs, is_leaf=lambda x: x is None)[0]
+  for path, spec in flat:
+    names = tuple(getattr(k, "key", getattr(k, "name", None)) for k in path)
+    if names[-1] == "value":
+      names = names[:-1]
+    out[names] = None if spec is None else spec.axes
+  return out
+
+
+def _assert_one_group_per_feature(shape, axes, feature_axes):
+  """Zeroing one feature's slice zeroes one group; #groups = #features.
+
+  A group_lasso spec's groups span `axes` (DESIGN §1), so a group is nonzero
+  when any entry along those axes is.
+  """
+  w = np.ones(shape, np.float32)
+  index = [slice(None)] * len(shape)
+  for a in feature_axes:
+    index[a] = shape[a] - 1
+  w[tuple(index)] = 0.0
+  nonzero = np.any(w != 0, axis=axes)
+  assert nonzero.size == math.prod(shape[a] for a in feature_axes)
+  assert np.sum(~nonzero) == 1
+
+
+# Hand-derived from Flax's layouts: for each kernel, the axes that index its
+# input features and its output features, and the group axes of each preset.
+# (path, shape, input-feature axes, output-feature axes, input spec, output spec)
+LINEN_KERNELS = [
+  (("Dense_0", "kernel"), (4, 3), (0,), (1,), (1,), (0,)),
+  (("Conv_0", "kernel"), (3, 2, 4), (1,), (2,), (0, 2), (0, 1)),
+  (("Conv_1", "kernel"), (3, 3, 2, 4), (2,), (3,), (0, 1, 3), (0, 1, 2)),
+  (("Conv_2", "kernel"), (3, 3, 3, 2, 4), (3,), (4,), (0, 1, 2, 4), (0, 1, 2, 3)),
+  (("ConvTranspose_0", "kernel"), (2, 2, 2, 3), (2,), (3,), (0, 1, 3), (0, 1, 2)),
+  (("DenseGeneral_0", "kernel"), (4, 2, 3), (0,), (1, 2), (1, 2), (0,)),
+  (("Attn", "query", "kernel"), (4, 2, 4), (0,), (1, 2), (1, 2), (0,)),
+  (("Attn", "key", "kernel"), (4, 2, 4), (0,), (1, 2), (1, 2), (0,)),
+  (("Attn", "value", "kernel"), (4, 2, 4), (0,), (1, 2), (1, 2), (0,)),
+  (("Attn", "out", "kernel"), (2, 4, 5), (0, 1), (2,), (2,), (0, 1)),
+]
+LINEN_KERNELS += [
+  ((cell, gate, "kernel"), (4 if gate[0] == "i" else 5, 5), (0,), (1,), (1,), (0,))
+  for cell, gates in [
+    ("LSTMCell_0", ("ii", "if", "ig", "io", "hi", "hf", "hg", "ho")),
+    ("OptimizedLSTMCell_0", ("ii", "if", "ig", "io", "hi", "hf", "hg", "ho")),
+    ("GRUCell_0", ("ir", "iz", "in", "hr", "hz", "hn")),
+  ]
+  for gate in gates
+]
+
+
+class _LinenZoo(nn.Module):
+  @nn.compact
+  def __call__(self, x, carry):
+    nn.Dense(3)(x)
+    nn.Conv(4, (3,))(jnp.ones((1, 5, 2)))
+    nn.Conv(4, (3, 3))(jnp.ones((1, 5, 5, 2)))
+    nn.Conv(4, (3, 3, 3))(jnp.ones((1, 5, 5, 5, 2)))
+    nn.ConvTranspose(3, (2, 2))(jnp.ones((1, 4, 4, 2)))
+    nn.DenseGeneral((2, 3))(x)
+    nn.MultiHeadDotProductAttention(
+      num_heads=2, qkv_features=8, out_features=5, name="Attn"
+    )(x[:, None, :])
+    nn.LSTMCell(5)(carry, x)
+    nn.OptimizedLSTMCell(5)(carry, x)
+    nn.GRUCell(5)(carry[0], x)
+    nn.Embed(10, 3)(jnp.array([1]))
+    nn.LayerNorm()(x)
+    nn.BatchNorm(use_running_average=False)(x)
+    nn.RMSNorm()(x)
+    nn.GroupNorm(2)(x)
+
+
+@pytest.fixture(scope="module")
+def linen_variables():
+  carry = (jnp.zeros((1, 5)), jnp.zeros((1, 5)))
+  # Shapes are all the presets read; eval_shape skips compiling every layer.
+  return jax.eval_shape(_LinenZoo().init, jax.random.key(0), jnp.ones((1, 4)), carry)
+
+
+def test_linen_presets_match_hand_derived_groups(linen_variables):
+  params = linen_variables["params"]
+  inputs = _axes_by_path(oxr.input_channel_groups(params))
+  outputs = _axes_by_path(oxr.output_channel_groups(params))
+  kernels = {path: row for path, *row in LINEN_KERNELS}
+  assert {p for p, a in inputs.items() if a is not None} == set(kernels)
+  for path, (shape, in_features, out_features, in_axes, out_axes) in kernels.items():
+    leaf = params
+    for name in path:
+      leaf = leaf[name]
+    assert leaf.shape == shape, path
+    assert inputs[path] == in_axes, path
+    assert outputs[path] == out_axes, path
+    _assert_one_group_per_feature(shape, in_axes, in_features)
+    _assert_one_group_per_feature(shape, out_axes, out_features)
+  # Biases, norm scales and the embedding are unregularized, and so are the
+  # batch statistics when the whole `variables` dict is passed.
+  free = [p for p, a in inputs.items() if a is None]
+  assert {p[-1] for p in free} == {"bias", "scale", "embedding"}
+  assert any(p[0] == "Embed_0" for p in free)
+  whole = _axes_by_path(oxr.input_channel_groups(linen_variables))
+  assert whole[("batch_stats", "BatchNorm_0", "mean")] is None
+  assert whole[("params", "Conv_1", "kernel")] == (0, 1, 3)
+
+
+class _NnxZoo(nnx.Module):
+  def __init__(self, rngs):
+    self.linear = nnx.Linear(4, 3, rngs=rngs)
+    self.conv1d = nnx.Conv(2, 4, (3,), rngs=rngs)
+    self.conv = nnx.Conv(2, 4, (3, 3), rngs=rngs)
+    self.conv3 = nnx.Conv(2, 4, (3, 3, 3), rngs=rngs)
+    self.general = nnx.LinearGeneral(4, (2, 3), rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(
+      num_heads=2,
+      in_features=4,
+      qkv_features=8,
+      out_features=5,
+      decode=False,
+      rngs=rngs,
+    )
+    self.lstm = nnx.LSTMCell(4, 5, rngs=rngs)
+    self.fused_lstm = nnx.OptimizedLSTMCell(4, 5, rngs=rngs)
+    self.gru = nnx.GRUCell(4, 5, rngs=rngs)
+    self.embed = nnx.Embed(10, 3, rngs=rngs)
+    self.batch_norm = nnx.BatchNorm(4, rngs=rngs)
+    self.layer_norm = nnx.LayerNorm(4, rngs=rngs)
+    self.seq = nnx.Sequential(nnx.Linear(3, 2, rngs=rngs), nnx.relu)
+
+
+NNX_KERNELS = [
+  (("linear", "kernel"), (4, 3), (0,), (1,), (1,), (0,)),
+  (("conv1d", "kernel"), (3, 2, 4), (1,), (2,), (0, 2), (0, 1)),
+  (("conv", "kernel"), (3, 3, 2, 4), (2,), (3,), (0, 1, 3), (0, 1, 2)),
+  (("conv3", "kernel"), (3, 3, 3, 2, 4), (3,), (4,), (0, 1, 2, 4), (0, 1, 2, 3)),
+  (("general", "kernel"), (4, 2, 3), (0,), (1, 2), (1, 2), (0,)),
+  (("attn", "query", "kernel"), (4, 2, 4), (0,), (1, 2), (1, 2), (0,)),
+  (("attn", "key", "kernel"), (4, 2, 4), (0,), (1, 2), (1, 2), (0,)),
+  (("attn", "value", "kernel"), (4, 2, 4), (0,), (1, 2), (1, 2), (0,)),
+  (("attn", "out", "kernel"), (2, 4, 5), (0, 1), (2,), (2,), (0, 1)),
+  (("fused_lstm", "dense_i", "kernel"), (4, 20), (0,), (1,), (1,), (0,)),
+  (("fused_lstm", "dense_h", "kernel"), (5, 20), (0,), (1,), (1,), (0,)),
+  (("gru", "dense_i", "kernel"), (4, 15), (0,), (1,), (1,), (0,)),
+  (("gru", "dense_h", "kernel"), (5, 15), (0,), (1,), (1,), (0,)),
+  (("seq", "layers", 0, "kernel"), (3, 2), (0,), (1,), (1,), (0,)),
+]
+NNX_KERNELS += [
+  (("lstm", gate, "kernel"), (4 if gate[0] == "i" else 5, 5), (0,), (1,), (1,), (0,))
+  for gate in ("ii", "if_", "ig", "io", "hi", "hf", "hg", "ho")
+]
+
+
+@pytest.fixture(scope="module")
+def nnx_zoo():
+  return nnx.eval_shape(lambda: _NnxZoo(nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize("form", ["variables", "pure", "module"])
+def test_nnx_presets_match_hand_derived_groups(nnx_zoo, form):
+  # nnx.Optimizer hands tx.init a State of Variables (paths end in `.value`)
+  # and tx.update a pure State; a Module resolves layouts from layer types.
+  state = nnx.state(nnx_zoo, nnx.Param)
+  tree = {"variables": state, "pure": nnx.as_pure(state), "module": nnx_zoo}[form]
+  inputs = _axes_by_path(oxr.input_channel_groups(tree))
+  outputs = _axes_by_path(oxr.output_channel_groups(tree))
+  kernels = {path: row for path, *row in NNX_KERNELS}
+  assert {p for p, a in inputs.items() if a is not None} == set(kernels)
+  assert {p[-1] for p, a in inputs.items() if a is None} == {
+    "bias",
+    "scale",
+    "embedding",
+  }
+  for path, (shape, in_features, out_features, in_axes, out_axes) in kernels.items():
+    assert inputs[path] == in_axes, path
+    assert outputs[path] == out_axes, path
+    _assert_one_group_per_feature(shape, in_axes, in_features)
+    _assert_one_group_per_feature(shape, out_axes, out_features)
+  # The spec tree is a prefix of either form of the state (resolves cleanly).
+  specs = oxr.input_channel_groups(tree)
+  oxr.resolve_specs(specs, state)
+  oxr.resolve_specs(specs, nnx.as_pure(state))
+
+
+def test_ambiguous_rank3_kernel_raises_unless_module_or_skip():
+  # In a Sequential the 1-D convolution's kernel sits under an index, not a
+  # name: (k, in, out) could also be a DenseGeneral over two input axes.
+  model = nnx.Sequential(nnx.Conv(2, 4, (3,), rngs=nnx.Rngs(0)), nnx.relu)
+  state = nnx.state(model, nnx.Param)
+  with pytest.raises(ValueError, match=r"\['layers'\]\[0\]\['kernel'\].*\(3, 2, 4\)"):
+    oxr.input_channel_groups(state)
+  skipped = _axes_by_path(oxr.input_channel_groups(state, unknown="skip"))
+  assert skipped[("layers", 0, "kernel")] is None
+  exact = _axes_by_path(oxr.input_channel_groups(model))
+  assert exact[("layers", 0, "kernel")] == (0, 2)
+
+
+def test_transposed_conv_kernel_from_module():
+  # ConvTranspose(transpose_kernel=True) stores (kh, kw, out, in).
+  model = nnx.ConvTranspose(2, 3, (2, 2), transpose_kernel=True, rngs=nnx.Rngs(0))
+  assert model.kernel.shape == (2, 2, 3, 2)
+  assert _axes_by_path(oxr.input_channel_groups(model))[("kernel",)] == (0, 1, 2)
+  assert _axes_by_path(oxr.output_channel_groups(model))[("kernel",)] == (0, 1, 3)
+
+
+def test_unknown_layouts_raise_or_skip():
+  einsum = nnx.Einsum("ab,bc->ac", (4, 3), (3,), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="cannot tell the layout"):
+    oxr.input_channel_groups(einsum)
+  assert _axes_by_path(oxr.input_channel_groups(einsum, unknown="skip")) == {
+    ("bias",): None,
+    ("kernel",): None,
+  }
+  custom = {"layer": {"w": jnp.ones((4, 3))}}
+  with pytest.raises(ValueError, match=r"\['layer'\]\['w'\]"):
+    oxr.output_channel_groups(custom)
+  with pytest.raises(ValueError, match=r"DenseGeneral_0.*\(2, 3, 4\)"):
+    oxr.input_channel_groups({"DenseGeneral_0": {"kernel": jnp.ones((2, 3, 4))}})
+  with pytest.raises(ValueError, match="unknown"):
+    oxr.input_channel_groups(custom, unknown="ignore")
+
+
+def test_import_needs_no_flax():
+  code = "import sys, optax_ramda; assert 'flax' not in sys.modules, 'flax imported'"
+  subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sparsity_and_table_on_an_nnx_model():
+  model = nnx.Sequential(
+    nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(3, 2, rngs=nnx.Rngs(1))
+  )
+  first, second = model.layers[0].kernel, model.layers[2].kernel
+  first[...] = first[...].at[jnp.array([0, 2])].set(0.0)  # 2 of 4 input groups
+  second[...] = second[...].at[1].set(0.0)  # 1 of 3 input groups
+  model.layers[0].bias[...] = jnp.zeros(3)  # 3 zero entries, unregularized
+  model.layers[2].bias[...] = jnp.ones(2)
+  for tree in (model, nnx.state(model, nnx.Param)):
+    report = oxr.sparsity(tree, oxr.input_channel_groups)
+    assert set(report["leaves"]) == {
+      "['layers'][0]['bias']",
+      "['layers'][0]['kernel']",
+      "['layers'][2]['bias']",
+      "['layers'][2]['kernel']",
+    }
+    # By hand: zero weight 2·3 + 1·2 = 8 of 4·3 + 3·2 = 18 grouped entries;
+    # zero entries 6 + 2 + 3 = 11 of 12 + 3 + 6 + 2 = 23.
+    np.testing.assert_allclose(report["group_sparsity"], 8 / 18, rtol=1e-6)
+    np.testing.assert_allclose(report["unstructured_sparsity"], 11 / 23, rtol=1e-6)
+  lines = oxr.sparsity_table(model, oxr.input_channel_groups).splitlines()
+  header = "layer shape zero groups group sparsity entry sparsity"
+  assert lines[0].split() == header.split()
+  rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+  assert rows["['layers'][0]['kernel']"] == ["(4,", "3)", "2/4", "50.00%", "50.00%"]
+  assert rows["['layers'][2]['kernel']"] == ["(3,", "2)", "1/3", "33.33%", "33.33%"]
+  assert rows["['layers'][0]['bias']"] == ["(3,)", "-", "-", "100.00%"]
+  assert rows["total"] == ["23", "params", "3/7", "44.44%", "47.83%"]  # 8/18, 11/23
+
+
+def _readme_flax_blocks():
+  text = README.read_text()
+  section = text.split("\n## Flax\n", 1)[1].split("\n## ", 1)[0]
+  return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_flax_examples(tmp_path, monkeypatch):
+  """Runs README's Flax section: NNX and Linen loops on digits, pruning, Orbax.
+
+  Stated results: ≥ 93% test accuracy for both loops, hidden units removed by
+  group sparsity (not only the never-lit input pixels), the pruned model as
+  accurate as the trained one, and the checkpoint restored exactly.
+  """
+  monkeypatch.chdir(tmp_path)  # The checkpoint example writes ./checkpoints.
+  blocks = _readme_flax_blocks()
+  assert len(blocks) == 5
+  ns: dict = {}
+  for block in blocks[:2]:
+    exec(compile(block, str(README), "exec"), ns)
+  assert ns["accuracy"] >= 0.93
+  hidden = oxr.sparsity(ns["model"], oxr.input_channel_groups)["leaves"][
+    "['layers'][2]['kernel']"
+  ]
+  assert int(hidden["zero_groups"]) >= 5
+  report = ns["report"]
+  assert report.widths_after[0] == 32 - int(hidden["zero_groups"])
+  assert report.params_after < report.params_before
+  assert ns["small_accuracy"] == ns["accuracy"]
+
+  exec(compile(blocks[2], str(README), "exec"), ns)
+  assert ns["linen_accuracy"] >= 0.93
+  linen = oxr.sparsity(ns["state"].params, oxr.input_channel_groups)
+  assert float(linen["group_sparsity"]) > 0.1
+
+  exec(compile(blocks[3], str(README), "exec"), ns)  # save
+  saved = jax.tree.map(np.asarray, nnx.state((ns["model"], ns["optimizer"])))
+  live = nnx.state((ns["model"], ns["optimizer"]))
+  nnx.update((ns["model"], ns["optimizer"]), jax.tree.map(jnp.zeros_like, live))
+  exec(compile(blocks[4], str(README), "exec"), ns)  # restore
+  restored = jax.tree.map(np.asarray, nnx.state((ns["model"], ns["optimizer"])))
+  jax.tree.map(np.testing.assert_array_equal, restored, saved)
