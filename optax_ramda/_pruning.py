@@ -171,9 +171,14 @@ def _plan(items: Sequence[_Item], input_features: int, prune_inputs: bool) -> _P
   return _Plan(keeps[0], kept_out, kept_rows, kept_features)
 
 
-def _slice_kernel(kernel: jax.Array, rows: np.ndarray, cols: np.ndarray) -> jax.Array:
-  kernel = jnp.take(kernel, jnp.asarray(rows), axis=-2)
-  return jnp.take(kernel, jnp.asarray(cols), axis=-1)
+# Slicing runs in NumPy: an export step, where eager JAX ops would only add
+# one compilation per shape.
+def _take(x: Any, keep: np.ndarray, axis: int = -1) -> jax.Array:
+  return jnp.asarray(np.take(np.asarray(x), keep, axis=axis))
+
+
+def _slice_kernel(kernel: Any, rows: np.ndarray, cols: np.ndarray) -> jax.Array:
+  return _take(np.take(np.asarray(kernel), rows, axis=-2), cols)
 
 
 def _flops(kernels: Sequence[Any], positions: Sequence[int]) -> int:
@@ -343,17 +348,17 @@ def prune_input_channels(
       rows, cols = plan.kept_rows[weight_index], plan.kept_out[weight_index]
       new.kernel.set_value(_slice_kernel(old.kernel[...], rows, cols))
       if old.bias is not None:
-        new.bias.set_value(jnp.take(old.bias[...], jnp.asarray(cols)))
+        new.bias.set_value(_take(old.bias[...], cols))
       new.in_features, new.out_features = rows.size, cols.size
       if isinstance(old, nnx.Conv):
         new.kernel_shape = tuple(new.kernel.shape)
       weight_index += 1
     elif i in plan.kept_features:
-      keep = jnp.asarray(plan.kept_features[i])
+      keep = plan.kept_features[i]
       for name in ("scale", "bias", "mean", "var"):
         variable = getattr(old, name)
         if variable is not None:
-          getattr(new, name).set_value(jnp.take(variable[...], keep))
+          getattr(new, name).set_value(_take(variable[...], keep))
       new.num_features = keep.size
     new_layers.append(new)
 
@@ -464,15 +469,15 @@ def prune_linen_params(
     entry = new_params[item.label]
     if item.kind == "weight":
       rows, cols = plan.kept_rows[weight_index], plan.kept_out[weight_index]
-      entry["kernel"] = _slice_kernel(jnp.asarray(entry["kernel"]), rows, cols)
+      entry["kernel"] = _slice_kernel(entry["kernel"], rows, cols)
       if "bias" in entry:
-        entry["bias"] = jnp.take(jnp.asarray(entry["bias"]), jnp.asarray(cols))
+        entry["bias"] = _take(entry["bias"], cols)
       weight_index += 1
     elif i in plan.kept_features:
-      keep = jnp.asarray(plan.kept_features[i])
+      keep = plan.kept_features[i]
       for group in (entry, new_stats[item.label]):
         for key in group:
-          group[key] = jnp.take(jnp.asarray(group[key]), keep, axis=-1)
+          group[key] = _take(group[key], keep)
   new_variables = {
     k: v for k, v in variables.items() if k not in ("params", "batch_stats")
   }
