@@ -103,9 +103,9 @@ def _percent(x: Any) -> str:
 def sparsity_table(params: optax.Params, regularizer: RegularizerArg) -> str:
   """A per-layer table of :func:`sparsity`, one row per parameter leaf.
 
-  Columns: the leaf path, its shape, zero groups / groups, the weighted group
-  sparsity of the leaf (``-`` for unregularized leaves) and its fraction of
-  zero entries; a last row holds the totals of :func:`sparsity` (its
+  Columns: the leaf path, its shape, zero groups / groups (``rank r/max`` for
+  :func:`nuclear` leaves), the weighted group sparsity of the leaf (``-`` for
+  unregularized and nuclear leaves) and its fraction of zero entries; a last row holds the totals of :func:`sparsity` (its
   group sparsity weights each group by its size). Runs on the
   host (it formats numbers), so call it outside ``jax.jit``.
 
@@ -137,8 +137,8 @@ def sparsity_table(params: optax.Params, regularizer: RegularizerArg) -> str:
       weighted = _percent(int(leaf["zero_groups"]) / max(leaf["groups"], 1))
     else:
       groups = weighted = "-"
-    if "rank" in leaf:  # Nuclear-norm leaves report their rank.
-      groups = f"rank {int(leaf['rank'])}"
+    if "rank" in leaf:  # Nuclear-norm leaves: rank / full rank instead.
+      groups = f"rank {int(leaf['rank'])}/{leaf.get('max_rank', '?')}"
     entries = _percent(int(leaf["zero_entries"]) / max(leaf["entries"], 1))
     rows.append([name, str(tuple(shape)), groups, weighted, entries])
   rows.append(
