@@ -47,7 +47,7 @@ def check_solver(solver: str) -> None:
 
 def check_decay_rate(name: str, value: Any) -> None:
   """Raises if a concrete EMA decay rate is outside [0, 1) (1 divides by 0)."""
-  if isinstance(value, numbers.Real) and not 0 <= value < 1:
+  if isinstance(value, numbers.Real) and not 0 <= float(value) < 1:
     raise ValueError(f"`{name}` must lie in [0, 1), got {value!r}.")
 
 
