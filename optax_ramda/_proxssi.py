@@ -86,11 +86,13 @@ def scale_by_proxssi(
       if spec is None:
         return _LeafStep((-step).astype(w.dtype), jnp.zeros([], jnp.int32))
       # The weighted prox: argmin_z ½ Σ P_i (z_i − x_i)² + ηλ ψ̄(z), which is
-      # the shared subproblem with V = 0, D = P and anchor x; "exact" is the
-      # per-group Newton on the secular equation (init, max_iters, rtol unused).
+      # the shared subproblem with V = 0, D = P and anchor x. For a group lasso
+      # "exact" is the per-group Newton on the secular equation; a spec without
+      # it (nuclear) runs its iterative solver, warm-started at w: the solution
+      # is near w, not x, once the iterates settle.
       x = w - step
       z, iters = spec.solve(
-        jnp.zeros_like(x), p, x, threshold, x, solver="exact", max_iters=1, rtol=0.0
+        jnp.zeros_like(x), p, x, threshold, w, solver="exact", max_iters=100, rtol=1e-8
       )
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
@@ -132,8 +134,10 @@ def proxssi(
   secular equation :math:`μ ‖P_g x_g / (P_g + μ)‖ = ηλω_g` (zero groups when
   :math:`‖P_g x_g‖ ≤ ηλω_g`), found to machine precision by the shared
   ``"exact"`` solver (safeguarded Newton, see :func:`solve_group_lasso`); for
-  ℓ1 it is the soft-threshold of :math:`x_i` at :math:`ηλ/P_i`. Unregularized
-  leaves take the Adam step; with :math:`λ = 0` ProxSSI is :func:`optax.adam`.
+  ℓ1 it is the soft-threshold of :math:`x_i` at :math:`ηλ/P_i`; other specs
+  (:func:`nuclear`) use their own iterative solver, warm-started at :math:`w`.
+  Unregularized leaves take the Adam step; with :math:`λ = 0` ProxSSI is
+  :func:`optax.adam`.
   It is :func:`proxgen` with ``solver="exact"`` and a larger ε.
 
   Args:
