@@ -1,0 +1,21 @@
+"""The main job: train and compare structured-sparsity optimizers on offline data.
+
+Run it as ``python -m optax_ramda.experiments`` (``--help`` lists the flags).
+It trains Flax NNX models (logistic regression, an MLP and CNNs) with RAMDA,
+its baselines and dense references under the paper's hyperparameters and
+stage schedule, and reports accuracy, group sparsity, time per step and the
+parameter count after structured pruning, with per-epoch curves.
+
+Needs the ``experiments`` extra (flax, scikit-learn, mnist1d, tqdm,
+matplotlib).
+"""
+
+from optax_ramda.experiments._cli import load_params as load_params
+from optax_ramda.experiments._cli import main as main
+from optax_ramda.experiments._data import Dataset as Dataset
+from optax_ramda.experiments._data import digits as digits
+from optax_ramda.experiments._data import from_npz as from_npz
+from optax_ramda.experiments._data import mnist1d as mnist1d
+from optax_ramda.experiments._optimizers import METHODS as METHODS
+from optax_ramda.experiments._tasks import TASKS as TASKS
+from optax_ramda.experiments._train import Trainer as Trainer
