@@ -131,7 +131,7 @@ def _named_layout(
   ndim = len(shape)
   if name in _FREE_NAMES:
     return _FREE
-  if name not in _KERNEL_NAMES or ndim < 2:
+  if name not in _KERNEL_NAMES or ndim < 2 or "einsum" in module.lower():
     return None
   if ndim == 2:
     return _dense_layout(2, 1)
@@ -213,14 +213,16 @@ def input_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:
     unless their module name contains ``general``; a rank-3 kernel only if its
     module name contains ``conv`` (e.g. Linen's ``Conv_0``), since a 1-D
     convolution and a ``DenseGeneral`` over two input axes look alike.
-  * anything else (``Einsum`` kernels, custom parameters, the rank-3 kernel of
-    an ``nnx.Sequential``'s unnamed 1-D convolution) is ambiguous: raises
+  * anything else (kernels of a module whose name contains ``einsum``, custom
+    parameters, the rank-3 kernel of an ``nnx.Sequential``'s unnamed 1-D
+    convolution) is ambiguous: raises
     ValueError naming the leaf, or is left unregularized with
     ``unknown="skip"``. Passing the ``nnx.Module`` resolves Linear, Conv,
     ConvTranspose and LinearGeneral kernels exactly, whatever their names.
 
-  Rank-2 ``kernel`` leaves are taken as (in, out) whatever their module; a
-  hand-written (out, in) matrix named ``kernel`` needs an explicit spec.
+  Rank-2 ``kernel`` leaves are taken as (in, out) whatever their module
+  (``Einsum`` aside); a hand-written (out, in) matrix or an ``nnx.Einsum``
+  under another name needs an explicit spec, or the module passed in.
 
   Args:
     params: Linen params/variables, an ``nnx.State``, or an ``nnx.Module``.

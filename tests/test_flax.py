@@ -239,6 +239,9 @@ def test_unknown_layouts_raise_or_skip():
     ("bias",): None,
     ("kernel",): None,
   }
+  linen_einsum = {"Einsum_0": {"kernel": jnp.ones((2, 3, 4, 5))}}
+  with pytest.raises(ValueError, match="Einsum_0"):
+    oxr.input_channel_groups(linen_einsum)
   custom = {"layer": {"w": jnp.ones((4, 3))}}
   with pytest.raises(ValueError, match=r"\['layer'\]\['w'\]"):
     oxr.output_channel_groups(custom)
