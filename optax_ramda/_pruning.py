@@ -168,7 +168,8 @@ def _plan(items: Sequence[_Item], input_features: int, prune_inputs: bool) -> _P
   last = kernels[-1]
   assert last is not None
   kept_out = [*keeps[1:], np.arange(last.shape[-1])]
-  return _Plan(keeps[0], kept_out, kept_rows, kept_features)
+  kept_inputs = keeps[0] if prune_inputs else np.arange(input_features)
+  return _Plan(kept_inputs, kept_out, kept_rows, kept_features)
 
 
 # Slicing runs in NumPy: an export step, where eager JAX ops would only add
@@ -362,7 +363,8 @@ def prune_input_channels(
       new.num_features = keep.size
     new_layers.append(new)
 
-  pruned_output, pruned_shapes = _run(new_layers, x[..., plan.kept_inputs])
+  pruned_input = x[..., plan.kept_inputs] if prune_inputs else x
+  pruned_output, pruned_shapes = _run(new_layers, pruned_input)
   _check_close(pruned_output, reference, rtol)
   weights = [i for i, item in enumerate(items) if item.kind == "weight"]
   report = PruningReport(

@@ -198,6 +198,23 @@ def test_all_zero_layer_keeps_one_channel():
   np.testing.assert_allclose(pruned(x), model(x), rtol=1e-6)
 
 
+def test_flattened_input_is_kept_whole():
+  rngs = nnx.Rngs(0)
+  model = [_flatten, nnx.Linear(8, 3, rngs=rngs), nnx.relu, nnx.Linear(3, 2, rngs=rngs)]
+  _zero_rows(model[1], [0, 5])  # Input rows: not pruned without prune_inputs.
+  _zero_rows(model[3], [1])
+  x = jax.random.normal(jax.random.key(0), (8, 2, 4))
+  pruned, report = oxr.prune_input_channels(model, x)
+  assert isinstance(pruned, list) and report.widths_after == (2, 2)
+  np.testing.assert_array_equal(report.kept_inputs, np.arange(4))
+  assert pruned[1].kernel.shape == (8, 2)
+  np.testing.assert_allclose(
+    pruned[3](pruned[2](pruned[1](_flatten(x)))),
+    model[3](model[2](model[1](_flatten(x)))),
+    rtol=1e-6,
+  )
+
+
 def test_unsupported_chains_raise():
   x = jnp.ones((3, 4))
   # A norm over features: dropping a channel changes its statistics.
