@@ -10,7 +10,10 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
+
+import jax
+import numpy as np
 
 
 def _is_concrete_number(value: Any) -> bool:
@@ -56,3 +59,48 @@ def check_milestones(milestones: Sequence[int]) -> tuple[int, ...]:
   if any(b <= a for a, b in itertools.pairwise(out)):
     raise ValueError(f"`milestones` must increase strictly, got {out}.")
   return out
+
+
+def check_same_structure(updates: Any, params: Any) -> None:
+  """Raises, naming the first mismatching leaf, unless `updates` fit `params`.
+
+  The optimizers map over the gradients and the params together; without this
+  check a missing leaf surfaces as an opaque pytree error, and a gradient whose
+  shape merely broadcasts against its parameter would corrupt the state without
+  any error. Only static information (key paths, shapes) is compared, so the
+  check costs nothing under jit.
+
+  Args:
+    updates: the gradients (or updates) handed to ``update``.
+    params: the parameters handed to ``update``.
+
+  Raises:
+    ValueError: naming the leaf path, and both shapes where they differ.
+  """
+  update_leaves, update_def = jax.tree_util.tree_flatten_with_path(updates)
+  param_leaves, param_def = jax.tree_util.tree_flatten_with_path(params)
+  grads = {jax.tree_util.keystr(k): np.shape(g) for k, g in update_leaves}
+  shapes = {jax.tree_util.keystr(k): np.shape(p) for k, p in param_leaves}
+  for path, shape in shapes.items():
+    name = path or "<root>"
+    if path not in grads:
+      raise ValueError(
+        f"The gradients have no leaf at {name}, where the params have one; "
+        "gradients and params must have the same tree structure."
+      )
+    if grads[path] != shape:
+      raise ValueError(
+        f"The gradient at {name} has shape {grads[path]}, but the parameter has "
+        f"shape {shape}."
+      )
+  extra = [path for path in grads if path not in shapes]
+  if extra:
+    raise ValueError(
+      f"The gradients have a leaf at {extra[0] or '<root>'}, where the params "
+      "have none; gradients and params must have the same tree structure."
+    )
+  if cast(Any, update_def) != param_def:  # PyTreeDef's type stub lacks __eq__.
+    raise ValueError(
+      "The gradients and params have the same leaves but different pytree node "
+      f"types: {update_def} vs {param_def}."
+    )

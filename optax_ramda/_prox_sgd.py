@@ -10,7 +10,7 @@ import optax
 from optax._src import base, numerics
 
 from optax_ramda import _checks, _stages
-from optax_ramda._ramda import check_floating_params
+from optax_ramda._ramda import check_floating_params, unzip_steps
 from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
 from optax_ramda._rmda import prox
 
@@ -67,6 +67,7 @@ def scale_by_prox_sgd(
     del extra_args
     if params is None:
       raise ValueError(base.NO_PARAMS_MSG)
+    _checks.check_same_structure(updates, params)
     specs = resolve_specs(regularizer, params)
     lr = _stages.value_at(learning_rate, state.count)
     c = _stages.value_at(momentum, state.count)
@@ -85,7 +86,7 @@ def scale_by_prox_sgd(
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
     steps = jax.tree.map(leaf_step, specs, params, trace, is_leaf=is_spec)
-    steps = _LeafStep(*jax.tree.transpose(jax.tree.structure(params), None, steps))
+    steps = unzip_steps(steps, _LeafStep)
     new_state = ScaleByProxSgdState(
       count=numerics.safe_increment(state.count),
       trace=trace,

@@ -11,7 +11,7 @@ import optax
 from optax._src import base, numerics
 
 from optax_ramda import _checks, _solvers, _stages
-from optax_ramda._ramda import check_floating_params
+from optax_ramda._ramda import check_floating_params, unzip_steps
 from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
 from optax_ramda._solvers import Solver
 
@@ -67,7 +67,12 @@ def adam_moments(
   """
   t = numerics.safe_increment(state.count)
   mu = optax.tree.update_moment(updates, state.mu, b1, 1)
-  nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+  # g² in the wider of the gradient and moment dtypes: a float16 g² is flushed
+  # to 0 for |g| ≲ 8e-3, which leaves P = ε and a step of a·m/ε.
+  wide = jax.tree.map(
+    lambda g, v: g.astype(jnp.promote_types(g.dtype, v.dtype)), updates, state.nu
+  )
+  nu = optax.tree.update_moment_per_elem_norm(wide, state.nu, b2, 2)
   tf = t.astype(jnp.result_type(float))
   a_over_lr = 1 / (1 - jnp.asarray(b1, tf.dtype) ** tf)
   sqrt_bc2 = jnp.sqrt(1 - jnp.asarray(b2, tf.dtype) ** tf)
@@ -118,6 +123,7 @@ def scale_by_proxgen(
     del extra_args
     if params is None:
       raise ValueError(base.NO_PARAMS_MSG)
+    _checks.check_same_structure(updates, params)
     specs = resolve_specs(regularizer, params)
     lr = _stages.value_at(learning_rate, state.count)
     threshold = lr * _stages.value_at(reg_strength, state.count)
@@ -135,7 +141,7 @@ def scale_by_proxgen(
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
     steps = jax.tree.map(leaf_step, specs, params, mu, p, is_leaf=is_spec)
-    steps = _LeafStep(*jax.tree.transpose(jax.tree.structure(params), None, steps))
+    steps = unzip_steps(steps, _LeafStep)
     new_state = ScaleByProxgenState(count=t, mu=mu, nu=nu, iterations=steps.iterations)
     return steps.update, new_state
 

@@ -11,7 +11,7 @@ from optax._src import base
 
 from optax_ramda import _checks, _stages
 from optax_ramda._proxgen import adam_moments, check_decay_rate
-from optax_ramda._ramda import check_floating_params
+from optax_ramda._ramda import check_floating_params, unzip_steps
 from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
 
 
@@ -75,6 +75,7 @@ def scale_by_proxssi(
     del extra_args
     if params is None:
       raise ValueError(base.NO_PARAMS_MSG)
+    _checks.check_same_structure(updates, params)
     specs = resolve_specs(regularizer, params)
     lr = _stages.value_at(learning_rate, state.count)
     threshold = lr * _stages.value_at(reg_strength, state.count)
@@ -97,7 +98,7 @@ def scale_by_proxssi(
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
     steps = jax.tree.map(leaf_step, specs, params, mu, p, is_leaf=is_spec)
-    steps = _LeafStep(*jax.tree.transpose(jax.tree.structure(params), None, steps))
+    steps = unzip_steps(steps, _LeafStep)
     new_state = ScaleByProxssiState(count=t, mu=mu, nu=nu, iterations=steps.iterations)
     return steps.update, new_state
 

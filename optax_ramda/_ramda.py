@@ -57,6 +57,24 @@ class _LeafStep(NamedTuple):
   iterations: jax.Array
 
 
+def unzip_steps(steps: Any, step_type: Any) -> Any:
+  """A params-shaped tree of `step_type` NamedTuples → a `step_type` of trees.
+
+  Unlike ``jax.tree.transpose``, this also works for params without leaves
+  (``{}``, or what ``optax.partition`` hands an optimizer with nothing to do).
+  """
+
+  def is_step(x):
+    return isinstance(x, step_type)
+
+  return step_type(
+    *(
+      jax.tree.map(lambda step, i=i: step[i], steps, is_leaf=is_step)
+      for i in range(len(step_type._fields))
+    )
+  )
+
+
 def copy_as(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
   """A fresh copy of `x` in `dtype`: never an alias, so it can be donated."""
   if isinstance(x, jax.ShapeDtypeStruct):
@@ -151,6 +169,7 @@ def scale_by_ramda(
     del extra_args  # Accepted, as optax.chain passes them to every transform.
     if params is None:
       raise ValueError(base.NO_PARAMS_MSG)
+    _checks.check_same_structure(updates, params)
     specs = resolve_specs(regularizer, params)
     count = state.count
     state = _stages.restart_at_milestones(
@@ -171,8 +190,9 @@ def scale_by_ramda(
     )
 
     def leaf_step(spec, g, w, v, u, anchor):
-      v = v + (s * g).astype(v.dtype)
-      u = u + (s * jnp.square(g)).astype(u.dtype)
+      sg = s * g  # U gains (s·g)·g: it overflows only where s·g² itself does.
+      v = v + sg.astype(v.dtype)
+      u = u + (sg * g).astype(u.dtype)
       d = cube_root(u) + eps_t.astype(u.dtype)
       if spec is None:
         z, iters = anchor - v / d, jnp.zeros([], jnp.int32)
@@ -202,7 +222,7 @@ def scale_by_ramda(
       state.anchor,
       is_leaf=is_spec,
     )
-    steps = _LeafStep(*jax.tree.transpose(jax.tree.structure(params), None, steps))
+    steps = unzip_steps(steps, _LeafStep)
     new_state = ScaleByRamdaState(
       count=numerics.safe_increment(count),
       stage_count=k,
@@ -299,6 +319,15 @@ def ramda(
   .. warning::
     The emitted update is ``w_new - w``: RAMDA must be the **last** transform
     of a chain, and ``update`` needs ``params``.
+
+  .. note::
+    Non-finite gradients are never hidden: a NaN or inf entry makes its group
+    (its entry, for ℓ1) of the weights non-finite, however large λ. To skip such
+    steps, wrap the optimizer or the whole chain:
+    ``optax.apply_if_finite(oxr.ramda(...), max_consecutive_errors=5)`` leaves
+    the params and the state unchanged on a step with a non-finite gradient.
+    For float16 or bfloat16 params, pass ``state_dtype=jnp.float32``: U = Σ s g²
+    underflows and loses precision in a narrow state. See ROBUSTNESS.md.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax

@@ -10,7 +10,7 @@ import optax
 from optax._src import base, numerics
 
 from optax_ramda import _checks, _stages
-from optax_ramda._ramda import check_floating_params, copy_as
+from optax_ramda._ramda import check_floating_params, copy_as, unzip_steps
 from optax_ramda._regularizers import (
   L1,
   GroupLasso,
@@ -45,11 +45,14 @@ def prox(
   if isinstance(spec, GroupLasso):
     tau_w = tau * spec.group_weight(x.shape)
     norm = group_norm(x, spec.group_axes(x.ndim))
-    # max(0, ·) zeroes the group iff ‖x_g‖ ≤ τω_g, as safe screening does.
-    factor = jnp.maximum(0, 1 - tau_w / jnp.where(norm > 0, norm, 1))
+    # Zero iff ‖x_g‖ ≤ τω_g, as safe screening does: comparing (rather than
+    # clipping 1 − τω_g/‖x_g‖) keeps a group whose norm underflows to 0 at zero,
+    # and a NaN norm NaN.
+    factor = jnp.where(norm <= tau_w, 0, 1 - tau_w / norm)
     return x * factor, jnp.zeros([], jnp.int32)
   if isinstance(spec, L1):
-    z = jnp.where(jnp.abs(x) > tau, x - jnp.sign(x) * tau, 0)  # +0, not -0.
+    # +0, not -0; and |x| ≤ τ, not |x| > τ, so that a NaN stays NaN.
+    z = jnp.where(jnp.abs(x) <= tau, 0, x - jnp.sign(x) * tau)
     return z.astype(x.dtype), jnp.zeros([], jnp.int32)
   return spec.solve(
     jnp.zeros_like(x),
@@ -143,6 +146,7 @@ def scale_by_rmda(
     del extra_args
     if params is None:
       raise ValueError(base.NO_PARAMS_MSG)
+    _checks.check_same_structure(updates, params)
     specs = resolve_specs(regularizer, params)
     count = state.count
     state = _stages.restart_at_milestones(
@@ -181,7 +185,7 @@ def scale_by_rmda(
       state.anchor,
       is_leaf=is_spec,
     )
-    steps = _LeafStep(*jax.tree.transpose(jax.tree.structure(params), None, steps))
+    steps = unzip_steps(steps, _LeafStep)
     new_state = ScaleByRmdaState(
       count=numerics.safe_increment(count),
       stage_count=k,

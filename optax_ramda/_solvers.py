@@ -145,7 +145,8 @@ def prox_l1(
   tau = jnp.asarray(threshold, v.dtype)
   x = anchor - v / d
   cut = tau / d
-  return jnp.where(jnp.abs(x) > cut, x - jnp.sign(x) * cut, 0)  # +0, not -0.
+  # +0, not -0; and |x| ≤ cut, not |x| > cut, so that a NaN stays NaN.
+  return jnp.where(jnp.abs(x) <= cut, 0, x - jnp.sign(x) * cut)
 
 
 def solve_group_lasso(
@@ -268,6 +269,8 @@ def solve_group_lasso(
   _checks.check_nonnegative("rtol", rtol)
   _checks.check_nonnegative("threshold", threshold)
   axes = normalize_axes(axes, v.ndim)
+  if v.size == 0:  # No entries, nothing to solve (and no max over an empty group).
+    return jnp.zeros_like(v), jnp.zeros([], jnp.int32)
   dtype = v.dtype
   init = anchor if init is None else init
   tau_w = jnp.asarray(threshold, dtype) * group_weight(v.shape, axes, weight)
@@ -361,6 +364,8 @@ def solve_nuclear(
   _checks.check_nonnegative("threshold", threshold)
   if v.ndim != 2:
     raise ValueError(f"solve_nuclear needs a matrix, got shape {v.shape}.")
+  if v.size == 0:  # No entries, nothing to solve (and no max over an empty D).
+    return jnp.zeros_like(v), jnp.zeros([], jnp.int32)
   dtype = v.dtype
   # SVDs of narrow floats are not supported everywhere; work in at least f32.
   compute = jnp.promote_types(dtype, jnp.float32)
