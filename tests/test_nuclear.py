@@ -202,9 +202,13 @@ def test_ramda_with_nuclear_matches_float64_transcription(x64):
 
   grad = jax.jit(jax.grad(loss))
   tx = oxr.ramda(
-    0.1, momentum=0.5, eps=1e-6, reg_strength=0.05, regularizer=oxr.nuclear(),
+    0.1,
+    momentum=0.5,
+    eps=1e-6,
+    reg_strength=0.05,
+    regularizer=oxr.nuclear(),
     momentum_ramp=False,
-  )  # fmt: skip
+  )
   w = jnp.zeros((6, 4))
   state = tx.init(w)
   step = jax.jit(lambda w, s: tx.update(grad(w), s, w))

@@ -360,9 +360,16 @@ def test_pg_condition7_matches_numpy_transcription(x64, shape, axes):
   init = anchor + 0.1 * np.random.default_rng(0).normal(size=shape)
   for tol in [1e-1, 1e-4, 1e-8]:
     z, iters = solve(
-      v, d, anchor, tau, axes, init=init, max_iters=500, stopping="subgradient",
+      v,
+      d,
+      anchor,
+      tau,
+      axes,
+      init=init,
+      max_iters=500,
+      stopping="subgradient",
       subgradient_tol=tol,
-    )  # fmt: skip
+    )
     z_ref, iters_ref = _pg_condition7_reference(v, d, anchor, tau, axes, init, tol, 500)
     assert int(iters) == iters_ref
     np.testing.assert_allclose(np.asarray(z), z_ref, rtol=1e-12, atol=1e-14)
@@ -378,9 +385,16 @@ def test_pg_condition7_bounds_distance_to_optimum(x64):
   previous = 0
   for tol in [10.0, 1e-2, 1e-5, 1e-9]:
     z, iters = solve(
-      v, d, anchor, tau, axes, init=init, max_iters=10_000, stopping="subgradient",
+      v,
+      d,
+      anchor,
+      tau,
+      axes,
+      init=init,
+      max_iters=10_000,
+      stopping="subgradient",
       subgradient_tol=tol,
-    )  # fmt: skip
+    )
     assert 1 <= int(iters) < 10_000
     assert int(iters) >= previous  # A tighter tolerance never stops earlier.
     previous = int(iters)
@@ -471,9 +485,14 @@ def test_ramda_exact_matches_float64_transcription(x64):
   grad = jax.jit(jax.grad(loss))
 
   tx = oxr.ramda(
-    0.05, momentum=0.5, eps=1e-6, reg_strength=0.3, momentum_ramp=False,
-    regularizer={n: oxr.group_lasso(a) for n, a in axes.items()}, solver="exact",
-  )  # fmt: skip
+    0.05,
+    momentum=0.5,
+    eps=1e-6,
+    reg_strength=0.3,
+    momentum_ramp=False,
+    regularizer={n: oxr.group_lasso(a) for n, a in axes.items()},
+    solver="exact",
+  )
   p_exact = jax.tree.map(jnp.asarray, params)
   state = tx.init(p_exact)
   step = jax.jit(lambda p, s: tx.update(grad(p), s, p))
@@ -481,9 +500,15 @@ def test_ramda_exact_matches_float64_transcription(x64):
     updates, state = step(p_exact, state)
     p_exact = optax.apply_updates(p_exact, updates)
   expected = _ramda_exact_transcription(
-    params, lambda w: {n: np.asarray(g) for n, g in grad(w).items()}, 6,
-    0.05, 0.5, 1e-6, 0.3, axes,
-  )  # fmt: skip
+    params,
+    lambda w: {n: np.asarray(g) for n, g in grad(w).items()},
+    6,
+    0.05,
+    0.5,
+    1e-6,
+    0.3,
+    axes,
+  )
   for n in params:
     np.testing.assert_allclose(p_exact[n], expected[n], rtol=1e-10, atol=1e-13)
   assert np.any(np.asarray(oxr.prox_iterate(state)["w"]) == 0)
