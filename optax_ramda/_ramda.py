@@ -326,8 +326,9 @@ def ramda(
     steps, wrap the optimizer or the whole chain:
     ``optax.apply_if_finite(oxr.ramda(...), max_consecutive_errors=5)`` leaves
     the params and the state unchanged on a step with a non-finite gradient.
-    For float16 or bfloat16 params, pass ``state_dtype=jnp.float32``: U = Σ s g²
-    underflows and loses precision in a narrow state. See ROBUSTNESS.md.
+    For float16 or bfloat16 params, pass ``state_dtype=jnp.float32``: in
+    float16, U = Σ s g² underflows and overflows; in bfloat16 it keeps 8 bits.
+    See ROBUSTNESS.md.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
