@@ -522,22 +522,23 @@ DTYPE_TOL = {
 def test_narrow_params_with_a_float32_state(name):
   """bfloat16 / float16 params, state_dtype=float32: updates and params keep the
   params' dtype, the state is float32, and the weights track the float64
-  reference to the params' precision."""
+  reference to the params' precision, for |g| from 1e-4 (a float16 g² below 6e-5
+  would be flushed to zero) to 3e3 (a float16 g² above 65504 would be inf)."""
   dtypes = {"group": jnp.bfloat16, "sparse": jnp.float16, "free": jnp.float16}
   params = _params(dtypes)
-  # |g| down to 1e-4: a float16 g² below 6e-5 would be flushed to zero.
-  grads = _grads(params, 4, decades=4.0)
   tx = _tx(name, "state32")
-  updates, _ = jax.eval_shape(tx.update, grads[0], tx.init(params), params)
-  chex.assert_trees_all_equal_dtypes(updates, params)
-  p, state = _run(name, "state32", params, grads)
-  chex.assert_trees_all_equal_dtypes(p, params)
-  for leaf in jax.tree.leaves(state):
-    assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
   tol = {k: DTYPE_TOL[d] for k, d in dtypes.items()}
   if name in PG_TOL:
     tol["group"] = max(tol["group"], PG_TOL[name])
-  _assert_matches_reference(p, _reference(name, params, grads), tol)
+  for scale in (1.0, 1e3):
+    grads = _grads(params, 4, scale=scale, decades=4.0)
+    updates, _ = jax.eval_shape(tx.update, grads[0], tx.init(params), params)
+    chex.assert_trees_all_equal_dtypes(updates, params)
+    p, state = _run(name, "state32", params, grads)
+    chex.assert_trees_all_equal_dtypes(p, params)
+    for leaf in jax.tree.leaves(state):
+      assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
+    _assert_matches_reference(p, _reference(name, params, grads), tol, f"{scale:g}")
 
 
 @pytest.mark.parametrize("name", NAMES)
