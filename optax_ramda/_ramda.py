@@ -294,7 +294,9 @@ def ramda(
     reg_strength: λ ≥ 0, a float or a schedule.
     regularizer: a spec tree that is a pytree prefix of the params with leaves
       :func:`group_lasso`, :func:`l1` or ``None`` (unregularized), or a
-      callable ``params -> spec tree`` such as :func:`input_channel_groups`.
+      callable ``params -> spec tree`` such as :func:`input_channel_groups`
+      (under ``optax.inject_hyperparams``, which takes callables for
+      schedules, pass ``static_args=("regularizer",)``).
       ``None`` (default) leaves every parameter unregularized.
     solver: ``"pg"``: proximal gradient with the authors' stopping rule (the
       paper's solver); ``"exact"``: per-group safeguarded Newton on the secular
@@ -347,8 +349,8 @@ def ramda(
     >>> for _ in range(100):
     ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
     ...   params = optax.apply_updates(params, updates)
-    >>> params["w"][2]  # the irrelevant input feature is exactly zero
-    Array([0.], dtype=float32)
+    >>> params["w"][2] == 0  # the irrelevant input feature is exactly zero
+    Array([ True], dtype=bool)
 
   References:
     Huang & Lee, `Regularized Adaptive Momentum Dual Averaging with an
