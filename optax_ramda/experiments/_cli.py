@@ -1,0 +1,416 @@
+"""Command line of the main job: ``python -m optax_ramda.experiments``.
+
+Trains every selected task with every selected optimizer over several seeds,
+prints the paper-style tables and writes into ``--out``:
+
+* ``results.json``: the settings, every run's per-epoch history and final
+  numbers, and the mean ± std summary behind the tables;
+* ``table.md``: the tables;
+* ``curves.png``: group sparsity and accuracy against epochs (paper Fig. 1);
+* ``params/<task>-<optimizer>-seed<k>.npz``: each run's final weights (and
+  Ŵ for RAMDA/RMDA), so every number can be recomputed from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from optax_ramda.experiments import _data, _optimizers, _report
+from optax_ramda.experiments._optimizers import METHODS
+from optax_ramda.experiments._tasks import TASKS
+from optax_ramda.experiments._train import METRICS, Trainer
+
+DEFAULT_TASKS = ("logreg", "mlp", "cnn")
+DEFAULT_SEEDS = 3
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+      f"expected a positive integer, got {text!r}"
+    ) from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+  return value
+
+
+def _float(text: str, low: float, low_open: bool, high: float | None) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+  ok = np.isfinite(value) and (value > low if low_open else value >= low)
+  ok = ok and (high is None or value <= high)
+  if not ok:
+    bound = f"{'>' if low_open else '≥'} {low:g}"
+    if high is not None:
+      bound += f" and ≤ {high:g}"
+    raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
+  return value
+
+
+def _nonnegative(text: str) -> float:
+  return _float(text, 0.0, False, None)
+
+
+def _unit_interval(text: str) -> float:
+  return _float(text, 0.0, True, 1.0)
+
+
+def _per_optimizer(check):
+  """Parses ``VALUE`` (for every optimizer) or ``OPTIMIZER=VALUE``."""
+
+  def parse(text: str) -> tuple[str | None, float]:
+    name, sep, value = text.rpartition("=")
+    if sep and name not in METHODS:
+      raise argparse.ArgumentTypeError(
+        f"unknown optimizer {name!r} in {text!r} (choose from {', '.join(METHODS)})"
+      )
+    return (name if sep else None), check(value)
+
+  return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The argument parser of the main job."""
+  tasks = "\n".join(
+    f"  {t.name:7s} {t.description} [default data: {t.dataset}]" for t in TASKS.values()
+  )
+  methods = "\n".join(
+    f"  {m.name:9s} η={m.learning_rate:g}"
+    + (f", c₀/β={m.momentum:g}" if m.momentum is not None else "")
+    + ("" if m.regularized else "  (dense reference)")
+    for m in METHODS.values()
+  )
+  parser = argparse.ArgumentParser(
+    prog="python -m optax_ramda.experiments",
+    description=(
+      "Train and compare structured-sparsity optimizers (RAMDA and its baselines) "
+      "on offline data; write tables, curves, params and a JSON of every number."
+    ),
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog=f"tasks:\n{tasks}\n\noptimizers (paper hyperparameters):\n{methods}",
+  )
+  parser.add_argument(
+    "--task",
+    nargs="+",
+    choices=list(TASKS),
+    default=list(DEFAULT_TASKS),
+    metavar="TASK",
+    help=f"tasks to run (default: {' '.join(DEFAULT_TASKS)}; see below)",
+  )
+  parser.add_argument(
+    "--optimizer",
+    nargs="+",
+    choices=list(METHODS),
+    default=list(METHODS),
+    metavar="OPT",
+    help="optimizers to compare (default: all; see below)",
+  )
+  source = parser.add_mutually_exclusive_group()
+  source.add_argument(
+    "--dataset",
+    choices=_data.BUILTIN,
+    help="built-in data set for every task (default: each task's own)",
+  )
+  source.add_argument(
+    "--data",
+    metavar="PATH",
+    help="your own .npz file with arrays x_train, y_train, x_test, y_test",
+  )
+  parser.add_argument(
+    "--epochs", type=_positive_int, help="epochs per run (default: the task's, 30)"
+  )
+  parser.add_argument(
+    "--batch-size", type=_positive_int, help="minibatch size (default: the task's, 64)"
+  )
+  parser.add_argument(
+    "--seeds",
+    type=_positive_int,
+    default=DEFAULT_SEEDS,
+    help=f"runs per (task, optimizer), seeds 0..N-1 (default: {DEFAULT_SEEDS})",
+  )
+  parser.add_argument(
+    "--reg-strength",
+    type=_nonnegative,
+    metavar="LAMBDA",
+    help="group-lasso strength λ ≥ 0 (default: the task's)",
+  )
+  parser.add_argument(
+    "--lr",
+    action="append",
+    default=[],
+    type=_per_optimizer(lambda t: _float(t, 0.0, True, None)),
+    metavar="[OPT=]VALUE",
+    help="learning rate for every optimizer, or for one (repeatable)",
+  )
+  parser.add_argument(
+    "--momentum",
+    action="append",
+    default=[],
+    type=_per_optimizer(_unit_interval),
+    metavar="[OPT=]VALUE",
+    help="c₀ of ramda/rmda/prox_sgd, β of sgd/madgrad, in (0, 1] (repeatable; "
+    "default: the paper's, c₀ raised for short runs so the ramp completes)",
+  )
+  parser.add_argument(
+    "--stages",
+    type=_positive_int,
+    default=3,
+    help="equal training stages; the learning rate decays between them (default: 3)",
+  )
+  parser.add_argument(
+    "--decay",
+    type=_unit_interval,
+    default=0.1,
+    metavar="GAMMA",
+    help="learning-rate factor γ ∈ (0, 1] at each stage boundary (default: 0.1)",
+  )
+  parser.add_argument(
+    "--solver",
+    choices=("pg", "exact"),
+    default="pg",
+    help="subproblem solver of ramda and proxgen (default: pg, the paper's)",
+  )
+  parser.add_argument(
+    "--train-subset",
+    type=_positive_int,
+    metavar="N",
+    help="use only the first N training examples",
+  )
+  parser.add_argument(
+    "--test-subset", type=_positive_int, metavar="N", help="use only N test examples"
+  )
+  parser.add_argument(
+    "--out", default="runs", help="output folder (default: runs/)", metavar="DIR"
+  )
+  parser.add_argument("--quiet", action="store_true", help="no progress bars")
+  return parser
+
+
+def _overrides(
+  parser: argparse.ArgumentParser,
+  flag: str,
+  items: list[tuple[str | None, float]],
+  selected: list[str],
+  applies=lambda name: True,
+) -> dict[str, float]:
+  """``--lr``/``--momentum`` values per selected optimizer that has the parameter."""
+  values: dict[str, float] = {}
+  for name, value in items:
+    if name is None:
+      values.update({n: value for n in selected if applies(n)})
+    elif name not in selected:
+      parser.error(f"{flag} {name}=...: optimizer {name!r} is not selected")
+    elif not applies(name):
+      parser.error(f"{flag} {name}=...: optimizer {name!r} has no such parameter")
+    else:
+      values[name] = value
+  return values
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+  """A nested dict of arrays as ``{"a/b/c": array}``."""
+  flat: dict[str, np.ndarray] = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      flat.update(flatten(value, name + "/"))
+    else:
+      flat[name] = np.asarray(value)
+  return flat
+
+
+def load_params(path: str, template: Any, prefix: str = "params/") -> Any:
+  """Reads weights saved by the main job back into `template`'s structure.
+
+  Args:
+    path: a ``params/*.npz`` file of an output folder.
+    template: a nested dict with the model's structure (e.g. a freshly
+      initialized ``nnx.to_pure_dict(nnx.state(model))``).
+    prefix: ``"params/"`` for the weights, ``"prox/"`` for Ŵ.
+
+  Returns:
+    `template` with the saved arrays in place of its leaves.
+  """
+  with np.load(path) as archive:
+    stored = {
+      k[len(prefix) :]: archive[k] for k in archive.files if k.startswith(prefix)
+    }
+
+  def fill(node: Any, name: str) -> Any:
+    if isinstance(node, dict):
+      return {k: fill(v, f"{name}{k}/") for k, v in node.items()}
+    return stored[name[:-1]]
+
+  return fill(template, "")
+
+
+def _load_data(parser: argparse.ArgumentParser, args, task) -> _data.Dataset:
+  source = args.data or args.dataset or task.dataset
+  try:
+    data = _data.load(source)
+    data = task.prepared(_data.subset(data, args.train_subset, args.test_subset))
+  except ValueError as e:
+    parser.error(f"task {task.name}: {e}")
+  return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the comparison; returns the exit status (argparse exits on bad input).
+
+  Args:
+    argv: the arguments (default: ``sys.argv[1:]``).
+
+  Returns:
+    0 on success.
+  """
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  argv = list(sys.argv[1:] if argv is None else argv)
+  tasks = list(dict.fromkeys(args.task))
+  selected = list(dict.fromkeys(args.optimizer))
+  lrs = _overrides(parser, "--lr", args.lr, selected)
+  momenta = _overrides(
+    parser,
+    "--momentum",
+    args.momentum,
+    selected,
+    applies=lambda name: METHODS[name].momentum is not None,
+  )
+
+  # Validate everything before the first (long) run starts.
+  plans = []
+  for name in tasks:
+    task = TASKS[name]
+    data = _load_data(parser, args, task)
+    epochs = args.epochs or task.epochs
+    batch_size = args.batch_size or task.batch_size
+    if batch_size > len(data.y_train):
+      parser.error(
+        f"--batch-size {batch_size} exceeds the {len(data.y_train)} training "
+        f"examples of task {name}"
+      )
+    total_steps = epochs * (len(data.y_train) // batch_size)
+    if args.stages > total_steps:
+      parser.error(
+        f"--stages {args.stages} exceeds the {total_steps} training steps of task {name}"
+      )
+    plans.append((task, data, epochs, batch_size, total_steps))
+  try:
+    os.makedirs(os.path.join(args.out, "params"), exist_ok=True)
+  except OSError as e:
+    parser.error(f"--out {args.out!r}: cannot create the output folder: {e}")
+
+  started = time.perf_counter()
+  runs: list[dict[str, Any]] = []
+  summaries: list[dict[str, Any]] = []
+  curves: dict[str, dict[str, Any]] = {}
+  for task, data, epochs, batch_size, total_steps in plans:
+    title = f"{task.name} on {data.name}"
+    reg = task.reg_strength if args.reg_strength is None else args.reg_strength
+    summary: dict[str, Any] = {"task": task.name, "title": title, "methods": {}}
+    curves[title] = {}
+    for name in selected:
+      method = METHODS[name]
+      settings = _optimizers.settings(
+        method,
+        total_steps=total_steps,
+        stages=args.stages,
+        decay=args.decay,
+        reg_strength=reg,
+        solver=args.solver,
+        learning_rate=lrs.get(name),
+        momentum=momenta.get(name),
+      )
+      trainer = Trainer(task, data, method, settings, batch_size)
+      per_seed = []
+      for seed in range(args.seeds):
+        compile_seconds = trainer.compile(*trainer.init(seed))
+        result = trainer.run(
+          seed, epochs, progress=not args.quiet, desc=f"{task.name}/{name} seed {seed}"
+        )
+        file = os.path.join("params", f"{task.name}-{name}-seed{seed}.npz")
+        arrays = {f"params/{k}": v for k, v in flatten(result.params).items()}
+        if result.prox is not None:
+          arrays.update({f"prox/{k}": v for k, v in flatten(result.prox).items()})
+        np.savez(os.path.join(args.out, file), **arrays)  # type: ignore[arg-type]
+        runs.append(
+          {
+            "task": task.name,
+            "dataset": data.name,
+            "optimizer": name,
+            "seed": seed,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "steps_per_epoch": trainer.steps_per_epoch,
+            "settings": {
+              "learning_rate": settings.learning_rate,
+              "momentum": settings.momentum,
+              "reg_strength": settings.reg_strength,
+              "milestones": list(settings.milestones),
+              "decay": settings.decay,
+              "solver": settings.solver if name in ("ramda", "proxgen") else None,
+            },
+            "compile_seconds": compile_seconds,
+            "history": result.history,
+            "final": result.final,
+            "params_file": file,
+          }
+        )
+        per_seed.append(result)
+      summary["params"] = int(per_seed[0].final["params"])
+      summary["methods"][method.label] = {
+        key: _report.mean_std([r.final[key] for r in per_seed])
+        for key in (*METRICS, "params_after_pruning", "time_per_step_ms")
+      }
+      keys = ["group_sparsity", "accuracy"]
+      if method.dual_averaging:
+        keys.append("prox_group_sparsity")
+      curves[title][method.label] = {
+        "dense": not method.regularized,
+        **{key: [r.history[key] for r in per_seed] for key in keys},
+      }
+    summaries.append(summary)
+
+  tables = "\n\n".join(_report.table(s, args.seeds) for s in summaries)
+  command = shlex.join(["python", "-m", "optax_ramda.experiments", *argv])
+  with open(os.path.join(args.out, "table.md"), "w") as f:
+    f.write(f"`{command}`\n\n{tables}\n")
+  _report.plot(curves, os.path.join(args.out, "curves.png"))
+  wall_seconds = time.perf_counter() - started
+  results = {
+    "command": command,
+    "arguments": vars(args),
+    "environment": {
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "backend": jax.default_backend(),
+      "devices": [str(d) for d in jax.devices()],
+      "cpu_count": os.cpu_count(),
+      "wall_seconds": wall_seconds,
+    },
+    "summary": summaries,
+    "runs": runs,
+  }
+  with open(os.path.join(args.out, "results.json"), "w") as f:
+    json.dump(results, f, indent=1, default=str)
+  print(tables)
+  print(
+    f"\nwrote {args.out}/results.json, table.md, curves.png and params/ "
+    f"in {wall_seconds:.0f} s"
+  )
+  return 0

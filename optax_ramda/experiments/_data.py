@@ -1,0 +1,203 @@
+"""Array data sets for the experiments: built-in offline ones and .npz files.
+
+Every task reads a :class:`Dataset`: training and test arrays with integer
+labels, whatever their origin. The built-in sets need no network (DESIGN §7):
+scikit-learn's ``load_digits`` ships with the package and ``mnist1d`` is
+generated procedurally. A user's own data is an ``.npz`` file holding the four
+arrays ``x_train``, ``y_train``, ``x_test`` and ``y_test``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from typing import NamedTuple
+
+import numpy as np
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+BUILTIN = ("digits", "mnist1d")
+
+
+class Dataset(NamedTuple):
+  """A classification data set held as host arrays.
+
+  Attributes:
+    name: a label for tables and file names.
+    x_train: float32 inputs, examples first; the remaining axes are one
+      example's shape (``(8, 8)`` for digits, ``(40,)`` for mnist1d).
+    y_train: int32 labels in ``[0, num_classes)``.
+    x_test: the held-out inputs (the paper's validation set).
+    y_test: their labels.
+    num_classes: the number of classes (one more than the largest label).
+  """
+
+  name: str
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+
+
+def digits(test_fraction: float = 0.2) -> Dataset:
+  """scikit-learn's 1,797 handwritten 8×8 digits, pixels scaled to [0, 1].
+
+  The split is a fixed permutation (seed 0) so that every run and every
+  optimizer sees the same held-out examples.
+
+  Args:
+    test_fraction: the share of examples held out.
+
+  Returns:
+    A :class:`Dataset` with ``(8, 8)`` images: 1,437 for training and 360 for
+    testing at the default fraction.
+
+  Examples:
+    >>> from optax_ramda.experiments import digits
+    >>> data = digits()
+    >>> data.x_train.shape, data.x_test.shape, data.num_classes
+    ((1437, 8, 8), (360, 8, 8), 10)
+  """
+  from sklearn.datasets import load_digits
+
+  bunch = load_digits()
+  x = np.asarray(bunch.images, np.float32) / 16.0
+  y = np.asarray(bunch.target, np.int32)
+  order = np.random.default_rng(0).permutation(len(y))
+  n_test = math.ceil(test_fraction * len(y))
+  test, train = order[:n_test], order[n_test:]
+  return _checked("digits", x[train], y[train], x[test], y[test])
+
+
+def mnist1d() -> Dataset:
+  """The MNIST-1D data set (Greydanus 2020), generated offline by ``mnist1d``.
+
+  ``mnist1d.data.make_dataset`` with the package's default arguments builds
+  the standard 4,000/1,000 split of length-40 signals procedurally; unlike
+  ``get_dataset`` it never downloads. It seeds NumPy's and Python's global
+  generators, so their states are restored afterwards.
+
+  Returns:
+    A :class:`Dataset` with ``(40,)`` signals, standardized by the generator.
+  """
+  from mnist1d.data import get_dataset_args, make_dataset
+
+  np_state, py_state = np.random.get_state(), random.getstate()
+  try:
+    raw = make_dataset(get_dataset_args())
+  finally:
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+  return _checked("mnist1d", raw["x"], raw["y"], raw["x_test"], raw["y_test"])
+
+
+def from_npz(path: str | os.PathLike[str]) -> Dataset:
+  """Loads a user's data set from an ``.npz`` file.
+
+  Args:
+    path: a file written by ``np.savez(path, x_train=..., y_train=...,
+      x_test=..., y_test=...)``. Inputs are used as stored (cast to float32),
+      so scale them beforehand; labels must be integers from 0.
+
+  Returns:
+    A :class:`Dataset` named after the file.
+
+  Raises:
+    ValueError: if the file is missing, unreadable, lacks one of the arrays,
+      or holds arrays of inconsistent shapes or invalid labels.
+
+  Examples:
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from optax_ramda.experiments import from_npz
+    >>> path = os.path.join(tempfile.mkdtemp(), "toy.npz")
+    >>> np.savez(path, x_train=np.ones((6, 3)), y_train=[0, 1, 2, 0, 1, 2],
+    ...          x_test=np.zeros((2, 3)), y_test=[2, 0])
+    >>> data = from_npz(path)
+    >>> data.name, data.x_train.dtype, data.num_classes
+    ('toy', dtype('float32'), 3)
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ValueError(f"data file {path!r} does not exist.")
+  try:
+    with np.load(path, allow_pickle=False) as archive:
+      arrays = {k: np.asarray(archive[k]) for k in archive.files if k in NPZ_KEYS}
+  except (OSError, EOFError, ValueError) as e:  # Not an npz, truncated, pickled.
+    raise ValueError(f"cannot read data file {path!r} as .npz: {e}") from None
+  missing = [k for k in NPZ_KEYS if k not in arrays]
+  if missing:
+    raise ValueError(
+      f"data file {path!r} lacks the arrays {missing}; it must hold "
+      f"{', '.join(NPZ_KEYS)}."
+    )
+  name = os.path.splitext(os.path.basename(path))[0]
+  return _checked(name, *(arrays[k] for k in NPZ_KEYS))
+
+
+def _checked(
+  name: str,
+  x_train: np.ndarray,
+  y_train: np.ndarray,
+  x_test: np.ndarray,
+  y_test: np.ndarray,
+) -> Dataset:
+  """Validates shapes, dtypes and labels; casts to float32 / int32."""
+  for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim < 2 or x.shape[0] == 0:
+      raise ValueError(
+        f"{name}: x_{split} must have shape (examples, ...) with at least one "
+        f"example and one feature, got {x.shape}."
+      )
+    if y.shape != (x.shape[0],):
+      raise ValueError(
+        f"{name}: y_{split} must have shape ({x.shape[0]},) to match x_{split}, "
+        f"got {y.shape}."
+      )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+      raise ValueError(f"{name}: x_{split} must be numeric, got dtype {x.dtype}.")
+    if not np.all(np.isfinite(x)):
+      raise ValueError(f"{name}: x_{split} holds non-finite values.")
+    if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+      raise ValueError(
+        f"{name}: y_{split} must hold integer class labels from 0, got dtype "
+        f"{y.dtype}" + (f" with minimum {y.min()}." if y.size else ".")
+      )
+  if x_train.shape[1:] != x_test.shape[1:]:
+    raise ValueError(
+      f"{name}: train and test examples differ in shape: {x_train.shape[1:]} "
+      f"vs {x_test.shape[1:]}."
+    )
+  num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
+  if num_classes < 2:
+    raise ValueError(f"{name}: labels must name at least two classes.")
+  return Dataset(
+    name,
+    np.asarray(x_train, np.float32),
+    np.asarray(y_train, np.int32),
+    np.asarray(x_test, np.float32),
+    np.asarray(y_test, np.int32),
+    num_classes,
+  )
+
+
+def load(name_or_path: str) -> Dataset:
+  """A built-in data set by name (``digits``, ``mnist1d``) or an ``.npz`` file."""
+  if name_or_path == "digits":
+    return digits()
+  if name_or_path == "mnist1d":
+    return mnist1d()
+  return from_npz(name_or_path)
+
+
+def subset(data: Dataset, train: int | None, test: int | None = None) -> Dataset:
+  """The first `train` training and `test` test examples (None: all)."""
+  return data._replace(
+    x_train=data.x_train[:train],
+    y_train=data.y_train[:train],
+    x_test=data.x_test[:test],
+    y_test=data.y_test[:test],
+  )

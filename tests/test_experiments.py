@@ -1,0 +1,234 @@
+"""Tests for the main job (optax_ramda.experiments).
+
+Oracles: the numbers in results.json are recomputed with NumPy from the
+saved final weights and the .npz data the run read (accuracy of the linear
+model, zero input groups, zero entries, the pruned parameter count of a
+linear model with its zero input features removed); the summary's mean/std
+against NumPy over the per-seed runs; error paths against argparse's exit
+status 2 and a message naming the problem.
+"""
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from optax_ramda.experiments import load_params, main, mnist1d
+from optax_ramda.experiments._optimizers import METHODS, milestones, settings
+
+N_TRAIN, N_TEST, SEEDS, EPOCHS = 300, 120, 2, 2
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+  """A user's own data set on disk: digits as flat vectors in [0, 1]."""
+  x, y = load_digits(return_X_y=True)
+  x = (x / 16.0).astype(np.float32)
+  path = tmp_path_factory.mktemp("data") / "mydigits.npz"
+  np.savez(
+    path,
+    x_train=x[:N_TRAIN],
+    y_train=y[:N_TRAIN],
+    x_test=x[N_TRAIN : N_TRAIN + N_TEST],
+    y_test=y[N_TRAIN : N_TRAIN + N_TEST],
+  )
+  return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_file, tmp_path_factory):
+  """One end-to-end CLI run on a tiny setting: 2 optimizers × 2 seeds."""
+  out = tmp_path_factory.mktemp("runs")
+  argv = [
+    "--task", "logreg",
+    "--data", str(data_file),
+    "--optimizer", "ramda", "prox_sgd",
+    "--epochs", str(EPOCHS),
+    "--seeds", str(SEEDS),
+    "--batch-size", "20",
+    "--reg-strength", "3e-3",
+    "--lr", "prox_sgd=0.5",
+    "--out", str(out),
+    "--quiet",
+  ]  # fmt: skip
+  assert main(argv) == 0
+  return out
+
+
+def test_writes_table_plot_json_and_params(run_dir, capsys):
+  with open(run_dir / "results.json") as f:
+    results = json.load(f)
+  assert len(results["runs"]) == 2 * SEEDS
+  with open(run_dir / "curves.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  table = (run_dir / "table.md").read_text()
+  assert "logreg on mydigits" in table
+  assert "| RAMDA |" in table and "| ProxSGD |" in table
+  assert results["command"].startswith("python -m optax_ramda.experiments --task")
+  for run in results["runs"]:
+    assert os.path.isfile(run_dir / run["params_file"])
+    assert len(run["history"]["accuracy"]) == EPOCHS + 1  # with the initialization
+    assert run["steps_per_epoch"] == N_TRAIN // 20
+  # The step is compiled once per (task, optimizer) and reused by later seeds.
+  compiles = {
+    (r["optimizer"], r["seed"]): r["compile_seconds"] for r in results["runs"]
+  }
+  assert compiles[("ramda", 0)] > 0 and compiles[("ramda", 1)] == 0
+
+
+def test_json_numbers_agree_with_the_saved_models(run_dir, data_file):
+  with open(run_dir / "results.json") as f:
+    results = json.load(f)
+  with np.load(data_file) as d:
+    x, y = d["x_test"].astype(np.float64), d["y_test"]
+  template = {"layers": {0: {"kernel": None, "bias": None}}}
+  for run in results["runs"]:
+    path = str(run_dir / run["params_file"])
+    layer = load_params(path, template)["layers"][0]
+    w, b = layer["kernel"], layer["bias"]
+    final = run["final"]
+    # Accuracy: a float32 model's argmax can differ from float64's only on
+    # near-ties, so allow one example.
+    accuracy = np.mean(np.argmax(x @ w + b, -1) == y)
+    assert abs(final["accuracy"] - accuracy) <= 1 / len(y) + 1e-9
+    zero_rows = np.all(w == 0, axis=1)  # One group per input feature (row).
+    assert final["group_sparsity"] == pytest.approx(zero_rows.mean(), abs=1e-6)
+    zeros = np.sum(w == 0) + np.sum(b == 0)
+    assert final["unstructured_sparsity"] == pytest.approx(zeros / (w.size + b.size))
+    assert final["params"] == w.size + b.size
+    # Pruning a linear model keeps its nonzero input rows and its bias.
+    assert final["params_after_pruning"] == (~zero_rows).sum() * w.shape[1] + b.size
+    assert final["accuracy"] == run["history"]["accuracy"][-1]
+    if run["optimizer"] == "ramda":
+      prox = load_params(path, template, prefix="prox/")["layers"][0]["kernel"]
+      prox_zero = np.all(prox == 0, axis=1).mean()
+      assert final["prox_group_sparsity"] == pytest.approx(prox_zero, abs=1e-6)
+      assert final["group_sparsity"] > 0  # The ramp made the weights structured.
+    else:
+      assert final["prox_group_sparsity"] == final["group_sparsity"]
+  (summary,) = results["summary"]
+  for label, name in (("RAMDA", "ramda"), ("ProxSGD", "prox_sgd")):
+    values = [r["final"]["accuracy"] for r in results["runs"] if r["optimizer"] == name]
+    stats = summary["methods"][label]["accuracy"]
+    assert stats["mean"] == pytest.approx(np.mean(values))
+    assert stats["std"] == pytest.approx(np.std(values))
+  settings_ = {r["optimizer"]: r["settings"] for r in results["runs"]}
+  assert settings_["prox_sgd"]["learning_rate"] == 0.5  # --lr prox_sgd=0.5
+  assert settings_["ramda"]["learning_rate"] == METHODS["ramda"].learning_rate
+  assert settings_["ramda"]["milestones"] == list(milestones(EPOCHS * N_TRAIN // 20, 3))
+
+
+def test_momentum_is_raised_only_for_short_dual_averaging_runs():
+  ramda = settings(
+    METHODS["ramda"],
+    total_steps=300,
+    stages=3,
+    decay=0.1,
+    reg_strength=1.0,
+    solver="pg",
+  )
+  assert ramda.milestones == (100, 200)
+  assert ramda.momentum == pytest.approx(1 / np.sqrt(100 / 2 + 1))
+  long = settings(
+    METHODS["ramda"],
+    total_steps=3 * 10**6,
+    stages=3,
+    decay=0.1,
+    reg_strength=1,
+    solver="pg",
+  )
+  assert long.momentum == METHODS["ramda"].momentum  # The paper's c₀ = 0.01.
+  sgd = settings(
+    METHODS["sgd"], total_steps=300, stages=3, decay=0.1, reg_strength=1.0, solver="pg"
+  )
+  assert sgd.momentum == 0.9 and sgd.reg_strength == 0.0  # Dense: no λ.
+  assert sgd.schedule()(199) == pytest.approx(0.01)  # Decays at milestones.
+
+
+def test_mnist1d_is_generated_offline_and_restores_global_rngs(monkeypatch):
+  def refuse(*args, **kwargs):
+    raise AssertionError("mnist1d tried to open a network connection")
+
+  monkeypatch.setattr(socket.socket, "connect", refuse)
+  monkeypatch.setattr(socket, "create_connection", refuse)
+  np.random.seed(7)
+  random.seed(7)
+  expected = (np.random.rand(), random.random())
+  np.random.seed(7)
+  random.seed(7)
+  data = mnist1d()
+  assert (np.random.rand(), random.random()) == expected
+  assert data.x_train.shape == (4000, 40) and data.x_test.shape == (1000, 40)
+  assert data.num_classes == 10 and data.x_train.dtype == np.float32
+
+
+def _error(argv, capsys):
+  with pytest.raises(SystemExit) as exc:
+    main(argv)
+  return exc.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+  "argv, message",
+  [
+    (["--task", "resnet"], "invalid choice: 'resnet'"),
+    (["--optimizer", "lion"], "invalid choice: 'lion'"),
+    (["--epochs", "0"], "expected a positive integer, got '0'"),
+    (["--seeds", "two"], "expected a positive integer, got 'two'"),
+    (["--lr", "-1"], "expected a number > 0, got '-1'"),
+    (["--lr", "lion=0.1"], "unknown optimizer 'lion'"),
+    (["--optimizer", "sgd", "--lr", "ramda=0.1"], "optimizer 'ramda' is not selected"),
+    (["--optimizer", "adamw", "--momentum", "adamw=0.5"], "has no such parameter"),
+    (["--decay", "1.5"], "expected a number > 0 and ≤ 1, got '1.5'"),
+    (["--reg-strength", "nan"], "expected a number ≥ 0, got 'nan'"),
+    (["--data", "/nonexistent/data.npz"], "does not exist"),
+    (["--dataset", "digits", "--data", "x.npz"], "not allowed with argument"),
+    (["--task", "cnn", "--dataset", "mnist1d"], "needs images of shape"),
+    (["--task", "logreg", "--batch-size", "5000"], "exceeds the 1437 training"),
+    (["--task", "logreg", "--epochs", "1", "--stages", "100"], "--stages 100 exceeds"),
+  ],
+)
+def test_bad_input_exits_with_a_message(argv, message, capsys):
+  code, err = _error(argv, capsys)
+  assert code == 2
+  assert message in err
+  assert "Traceback" not in err
+
+
+def test_bad_data_files_are_refused(tmp_path, capsys):
+  missing = tmp_path / "missing.npz"
+  np.savez(missing, x_train=np.ones((4, 2)), y_train=np.zeros(4, int))
+  code, err = _error(["--data", str(missing)], capsys)
+  assert code == 2 and "lacks the arrays ['x_test', 'y_test']" in err
+  labels = tmp_path / "labels.npz"
+  np.savez(
+    labels,
+    x_train=np.ones((4, 2)),
+    y_train=np.array([0.5, 1, 0, 1]),
+    x_test=np.ones((2, 2)),
+    y_test=np.array([0, 1]),
+  )
+  code, err = _error(["--data", str(labels)], capsys)
+  assert code == 2 and "y_train must hold integer class labels" in err
+  text = tmp_path / "text.npz"
+  text.write_text("not a zip")
+  code, err = _error(["--data", str(text)], capsys)
+  assert code == 2 and "cannot read data file" in err
+
+
+def test_module_entry_point_reports_errors_without_traceback():
+  result = subprocess.run(
+    [sys.executable, "-m", "optax_ramda.experiments", "--task", "nope"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode == 2
+  assert "invalid choice: 'nope'" in result.stderr
+  assert "Traceback" not in result.stderr
