@@ -24,18 +24,22 @@ where the optimizer has one. Reported per optimizer: the epoch after which the
 pattern equals W*'s and never changes again, the final false zeros and false
 nonzeros, and the objective gap F(w) − F(w*).
 
-Runs use float64 (``jax.enable_x64``): the gaps reach 1e-9 and below, which
-float32 weights cannot resolve, and RAMDA's averaged weights decay towards zero
+The learning rates are the paper's times a factor chosen per method by the
+final objective gap on another seed (:func:`tune`, ``--tune``), stored in
+:data:`TUNED_LEARNING_RATES`. Runs use float64 (``jax.enable_x64``): the gaps
+go down to 1e-6 on objectives of order one, where float32 rounding (1e-7
+relative) would blur them, and RAMDA's averaged weights decay towards zero
 geometrically, which in float32 would reach denormals that backends flush to
-zero, a zero that rounding made rather than the optimizer (DESIGN §6). At
+zero, a zero made by rounding rather than by the optimizer (DESIGN §6). At
 these sizes float64 on a CPU costs nothing noticeable.
 
-  python -m optax_ramda.experiments.identification [--out DIR] [--epochs N] [--small]
+  python -m optax_ramda.experiments.identification [--out DIR] [--epochs N] [--small] [--tune]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -181,6 +185,21 @@ def kkt_residual(problem: Problem, params: Params) -> float:
   return math.sqrt(squares)
 
 
+def single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
+  """A context in which NumPy's BLAS uses one thread.
+
+  The matrices here are small (1,797 × 64 at most): a multithreaded BLAS
+  spends more time synchronizing than multiplying, and on a loaded machine
+  ten times more. threadpoolctl comes with scikit-learn; without it this is
+  a no-op.
+  """
+  try:
+    from threadpoolctl import threadpool_limits
+  except ImportError:
+    return contextlib.nullcontext()
+  return threadpool_limits(limits=1, user_api="blas")
+
+
 def lipschitz(problem: Problem) -> float:
   """A Lipschitz constant of ∇f (the curvature of softmax CE is at most ½)."""
   x = problem.x
@@ -246,7 +265,20 @@ def solve_optimum(
     >>> opt = ident.solve_optimum(problem)
     >>> bool(opt.kkt_residual <= 1e-10)
     True
+
+  References:
+    Beck & Teboulle, `A Fast Iterative Shrinkage-Thresholding Algorithm for
+    Linear Inverse Problems <https://doi.org/10.1137/080716542>`_, SIAM J.
+    Imaging Sciences, 2009.
+
+    O'Donoghue & Candès, `Adaptive Restart for Accelerated Gradient Schemes
+    <https://arxiv.org/abs/1204.3982>`_, Found. Comput. Math., 2015.
   """
+  with single_threaded_blas():
+    return _fista(problem, tol, max_iters, check_every)
+
+
+def _fista(problem: Problem, tol: float, max_iters: int, check_every: int) -> Optimum:
   step = 1 / lipschitz(problem)
   tau = step * problem.reg_strength * problem.group_weight
   params = initial_bias_only(problem)
@@ -300,9 +332,11 @@ def initial_bias_only(problem: Problem) -> Params:
   return params
 
 
-def lambda_max(loss: str, x: np.ndarray, y: np.ndarray, num_outputs: int) -> float:
+def lambda_max(
+  loss: Literal["logistic", "squares"], x: np.ndarray, y: np.ndarray, num_outputs: int
+) -> float:
   """The smallest λ for which W* = 0: max_g ‖∇_g f(0, b₀)‖ / ω."""
-  probe = Problem("probe", loss, x, y, num_outputs, 0.0, 0.0)  # type: ignore[arg-type]
+  probe = Problem("probe", loss, x, y, num_outputs, 0.0, 0.0)
   _, grads = loss_and_grad(probe, initial_bias_only(probe))
   return float(np.linalg.norm(grads["w"], axis=1).max() / math.sqrt(num_outputs))
 
@@ -460,11 +494,32 @@ def run(
   init: Params,
   batches: np.ndarray,
 ) -> Trace:
-  """Trains from `init` on `batches` (from :func:`minibatches`), recording a :class:`Trace`.
+  """Trains from `init` on `batches`, recording the support after each epoch.
 
   Call under ``jax.enable_x64(True)`` for float64 runs: parameters take the
   default float dtype. Each epoch is one jitted ``lax.scan`` over its steps;
   the host reads the weights (and Ŵ) once per epoch.
+
+  Args:
+    problem: the problem (data and loss).
+    tx: the optimizer; Ŵ is recorded when :func:`prox_iterate` finds one in
+      its state.
+    init: the starting params.
+    batches: (epochs, steps, batch_size) sample indices, see :func:`minibatches`.
+
+  Returns:
+    The :class:`Trace`.
+
+  Examples:
+    >>> import optax_ramda as oxr
+    >>> from optax_ramda.experiments import identification as ident
+    >>> problem = ident.planted_problem(n=40, p=4, k=2, s=2, seed=0)
+    >>> tx = oxr.ramda(1e-2, reg_strength=problem.reg_strength,
+    ...                regularizer=problem.specs())
+    >>> trace = ident.run(problem, tx, ident.initial_params(problem),
+    ...                   ident.minibatches(40, 10, epochs=3))
+    >>> trace.weight_zeros.shape, trace.prox_zeros.shape  # start + 3 epochs
+    ((4, 4), (4, 4))
   """
   start = time.perf_counter()
   loss = jax_loss(problem)
@@ -496,8 +551,9 @@ def run(
     zeros = np.stack([zero_groups(p["w"]) for p in points])
     return zeros, np.array([objective(problem, p) for p in points])
 
-  weight_zeros, values = record(weights)
-  prox_zeros, prox_values = record(proxes) if has_prox else (None, None)
+  with single_threaded_blas():
+    weight_zeros, values = record(weights)
+    prox_zeros, prox_values = record(proxes) if has_prox else (None, None)
   return Trace(
     weight_zeros=weight_zeros,
     prox_zeros=prox_zeros,
@@ -629,7 +685,7 @@ def optimizers(
 
 
 #: Learning-rate multipliers of the paper's values searched by :func:`tune`.
-LR_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+LR_FACTORS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 
 #: The initial learning rates the default run uses: per problem and method, the
 #: value of ``PAPER_LEARNING_RATES[name] × LR_FACTORS`` with the smallest final
@@ -640,14 +696,14 @@ TUNED_LEARNING_RATES: dict[str, dict[str, float]] = {
     "RAMDA": 0.1,
     "RMDA": 10.0,
     "ProxGen": 0.03,
-    "ProxSGD": 3.0,
+    "ProxSGD": 1.0,
     "ProxSSI": 0.03,
   },
   "planted": {
-    "RAMDA": 0.01,
-    "RMDA": 0.3,
+    "RAMDA": 0.003,
+    "RMDA": 0.1,
     "ProxGen": 0.01,
-    "ProxSGD": 0.03,
+    "ProxSGD": 0.01,
     "ProxSSI": 0.01,
   },
 }
@@ -678,7 +734,7 @@ def tune(
     for name, base in PAPER_LEARNING_RATES.items():
       gaps = []
       for factor in factors:
-        lr = base * factor
+        lr = float(f"{base * factor:.3g}")  # 0.1 × 0.1 → 0.01, not 0.010000000000000002
         tx, _ = optimizers(problem, epochs, batches.shape[1], {name: lr})[name]
         trace = run(problem, tx, init, batches)
         gap = float(trace.objective[-1] - optimum.objective)
@@ -695,7 +751,6 @@ def run_problem(
   batch_size: int,
   seed: int = 0,
   learning_rates: dict[str, float] | None = None,
-  names: Sequence[str] | None = None,
   optimum: Optimum | None = None,
 ) -> dict[str, Any]:
   """Solves `problem` exactly, runs the optimizers in float64 and summarizes.
@@ -706,7 +761,6 @@ def run_problem(
     batch_size: minibatch size.
     seed: seed of the common start and of the minibatch order.
     learning_rates: initial learning rate per method (see :func:`optimizers`).
-    names: run only these methods (default: all).
     optimum: the precomputed :func:`solve_optimum` of `problem`, if any.
 
   Returns:
@@ -722,8 +776,6 @@ def run_problem(
     methods = optimizers(problem, epochs, batches.shape[1], learning_rates)
     results = {}
     for name, (tx, config) in methods.items():
-      if names is not None and name not in names:
-        continue
       trace = run(problem, tx, init, batches)
       results[name] = summarize(trace, opt, config)
       print(
@@ -765,6 +817,7 @@ def run_problem(
       "batch_size": batch_size,
       "seed": seed,
       "steps_per_epoch": int(batches.shape[1]),
+      "milestone_epochs": [round(epochs * i / STAGES) for i in range(1, STAGES)],
       "dtype": "float64",
     },
     "optimizers": results,
@@ -829,11 +882,8 @@ def markdown_table(report: dict[str, Any]) -> str:
       "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in rec["optimizers"].items():
-      prox = (
-        "—"
-        if r["identified_prox"] is None and "prox_false_zeros" not in r
-        else _fmt_epoch(r["identified_prox"])
-      )
+      has_prox = "prox_false_zeros" in r
+      prox = _fmt_epoch(r["identified_prox"]) if has_prox else "—"
       lines.append(
         f"| {name} | {r['config']['learning_rate']:g} "
         f"| {_fmt_epoch(r['identified_weights'])} | {prox} | "
@@ -844,7 +894,12 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: str) -> None:
-  """Support error (false zeros + false nonzeros) and objective gap vs epochs."""
+  """Support error (false zeros + false nonzeros) and objective gap vs epochs.
+
+  One column per problem; solid lines are the model weights w, dashed ones Ŵ
+  (:func:`prox_iterate`) where the method has one; dotted verticals mark the
+  milestones.
+  """
   # Imported here: matplotlib is optional (the experiments extra).
   import matplotlib
 
@@ -852,34 +907,40 @@ def plot(report: dict[str, Any], path: str) -> None:
   import matplotlib.pyplot as plt
 
   recs = report["problems"]
-  fig, axes = plt.subplots(2, len(recs), figsize=(6 * len(recs), 7), squeeze=False)
+  fig, axes = plt.subplots(2, len(recs), figsize=(6.5 * len(recs), 7.5), squeeze=False)
   for col, rec in enumerate(recs):
     top, bottom = axes[0, col], axes[1, col]
-    for i, (name, r) in enumerate(rec["optimizers"].items()):
-      color = f"C{i}"
+    methods = list(rec["optimizers"].items())
+    for i, (name, r) in enumerate(methods):
+      style = dict(color=f"C{i}", zorder=2 + len(methods) - i)  # RAMDA on top.
       per = r["per_epoch"]
+      epochs = np.arange(len(per["false_zeros"]))
       err = np.add(per["false_zeros"], per["false_nonzeros"])
-      top.plot(np.arange(len(err)), err, color=color, label=f"{name} (w)")
+      top.plot(epochs, err, lw=1.5, label=f"{name} (w)", **style)
       if "prox_false_zeros" in per:
         perr = np.add(per["prox_false_zeros"], per["prox_false_nonzeros"])
-        top.plot(
-          np.arange(len(perr)), perr, color=color, ls="--", lw=1, label=f"{name} (Ŵ)"
-        )
-      gap = np.maximum(np.asarray(per["objective_gap"]), 1e-16)
-      bottom.semilogy(np.arange(len(gap)), gap, color=color, label=name)
-    prob = rec["problem"]
+        top.plot(epochs, perr, ls="--", lw=1, label=f"{name} (Ŵ)", **style)
+      gap = np.maximum(np.asarray(per["objective_gap"], float), 1e-16)
+      bottom.semilogy(epochs, gap, lw=1.2, **style)
+    for epoch in rec["training"]["milestone_epochs"]:
+      for ax in (top, bottom):
+        ax.axvline(epoch, color="0.5", ls=":", lw=1)
+    prob, opt = rec["problem"], rec["optimum"]
     top.set_title(
-      f"{prob['name']}: {rec['optimum']['zero_groups']} of {prob['groups']} groups zero at W*"
+      f"{prob['name']}: {opt['zero_groups']} of {prob['groups']} groups zero at W*, "
+      f"margin {opt['zero_margin']:.3f}",
+      fontsize=10,
     )
     top.set_ylabel("support error (false zeros + false nonzeros)")
     top.set_yscale("symlog", linthresh=1)
     top.set_ylim(bottom=0)
-    bottom.set_ylabel("F(w) − F(w*)")
+    bottom.set_ylabel("objective gap F(w) − F(w*)")
     bottom.set_xlabel("epoch")
     for ax in (top, bottom):
       ax.grid(True, alpha=0.3)
-    top.legend(fontsize=7, ncol=2)
-  fig.tight_layout()
+  handles, labels = axes[0, 0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+  fig.tight_layout(rect=(0, 0.04, 1, 1))
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
