@@ -127,7 +127,6 @@ def test_identification_epoch_and_errors():
 
 
 def test_main_writes_table_json_and_plot(tmp_path):
-  pytest.importorskip("matplotlib")
   report = ident.main(["--small", "--epochs", "6", "--out", str(tmp_path)])
   names = {"RAMDA", "RMDA", "ProxGen", "ProxSGD", "ProxSSI"}
   assert [r["problem"]["name"] for r in report["problems"]] == ["digits", "planted"]
