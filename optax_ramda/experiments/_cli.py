@@ -87,7 +87,8 @@ def _per_optimizer(check):
 def build_parser() -> argparse.ArgumentParser:
   """The argument parser of the main job."""
   tasks = "\n".join(
-    f"  {t.name:7s} {t.description} [default data: {t.dataset}]" for t in TASKS.values()
+    f"  {t.name:7s} {t.description} [data: {t.dataset}, λ={t.reg_strength:g}]"
+    for t in TASKS.values()
   )
   methods = "\n".join(
     f"  {m.name:9s} η={m.learning_rate:g}"
@@ -323,7 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = f"{task.name} on {data.name}"
     reg = task.reg_strength if args.reg_strength is None else args.reg_strength
     summary: dict[str, Any] = {"task": task.name, "title": title, "methods": {}}
-    curves[title] = {}
+    steps_per_epoch = len(data.y_train) // batch_size
+    stage_epochs = [
+      m / steps_per_epoch for m in _optimizers.milestones(total_steps, args.stages)
+    ]
+    curves[title] = {"stage_epochs": stage_epochs, "methods": {}}
     for name in selected:
       method = METHODS[name]
       settings = _optimizers.settings(
@@ -366,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "solver": settings.solver if name in ("ramda", "proxgen") else None,
             },
             "compile_seconds": compile_seconds,
+            "epoch_seconds": result.epoch_seconds,
             "history": result.history,
             "final": result.final,
             "params_file": file,
@@ -380,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       keys = ["group_sparsity", "accuracy"]
       if method.dual_averaging:
         keys.append("prox_group_sparsity")
-      curves[title][method.label] = {
+      curves[title]["methods"][method.label] = {
         "dense": not method.regularized,
         **{key: [r.history[key] for r in per_seed] for key in keys},
       }

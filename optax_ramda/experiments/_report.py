@@ -90,37 +90,42 @@ def plot(curves: dict[str, Any], path: str) -> None:
   """Saves the paper-style figure: per task, group sparsity and accuracy vs epochs.
 
   Args:
-    curves: ``{task title: {method label: {"group_sparsity": [[...] per
-      seed], "accuracy": [[...] per seed], "dense": bool, and for RAMDA/RMDA
-      "prox_group_sparsity": [[...] per seed]}}}``; the seed mean is drawn
-      with a band of ± one standard deviation, dense references dashed and
-      Ŵ's sparsity dotted.
+    curves: ``{task title: {"stage_epochs": [epoch of each milestone],
+      "methods": {method label: {"dense": bool, "group_sparsity": [[...] per
+      seed], "accuracy": [[...] per seed], and for RAMDA/RMDA
+      "prox_group_sparsity": [[...] per seed]}}}}``. The seed mean is drawn
+      with a band of ± one standard deviation; dense references dashed, Ŵ's
+      sparsity dotted, stage boundaries as thin vertical lines.
     path: the PNG file to write.
   """
   # The object-oriented API draws with Agg and leaves pyplot's global state alone.
   from matplotlib.figure import Figure
 
   tasks = list(curves)
-  fig = Figure(figsize=(10, 3.4 * len(tasks)), layout="constrained")
+  fig = Figure(figsize=(10, 3.2 * len(tasks) + 0.8), layout="constrained")
   axes = fig.subplots(len(tasks), 2, squeeze=False)
+  panels = (
+    ("group_sparsity", "weighted group sparsity (%)"),
+    ("accuracy", "accuracy (%)"),
+  )
   for row, title in enumerate(tasks):
-    for col, (key, name) in enumerate(
-      (("group_sparsity", "weighted group sparsity (%)"), ("accuracy", "accuracy (%)"))
-    ):
+    methods = curves[title]["methods"]
+    for col, (key, name) in enumerate(panels):
       ax = axes[row][col]
-      for label, series in curves[title].items():
-        style = "--" if series["dense"] else "-"
-        line = _band(ax, series[key], label, style)
+      for epoch in curves[title]["stage_epochs"]:
+        ax.axvline(epoch, color="0.6", linewidth=0.8, linestyle=(0, (1, 3)))
+      for label, series in methods.items():
+        line = _band(ax, series[key], label, "--" if series["dense"] else "-")
         if key == "group_sparsity" and "prox_group_sparsity" in series:
-          _band(
-            ax, series["prox_group_sparsity"], f"{label} (Ŵ)", ":", line.get_color()
-          )
+          color = line.get_color()
+          _band(ax, series["prox_group_sparsity"], f"{label} (Ŵ)", ":", color)
       ax.set_title(f"{title}: {name.split(' (')[0]}", fontsize=10)
       ax.set_xlabel("epoch")
       ax.set_ylabel(name)
       ax.grid(alpha=0.3)
       if key == "accuracy":
-        low = min(100 * np.min(np.mean(s[key], 0)[1:]) for s in curves[title].values())
+        low = min(100 * np.min(np.mean(s[key], 0)[1:]) for s in methods.values())
         ax.set_ylim(max(0.0, low - 5), 100.5)
-    axes[row][0].legend(fontsize=8, loc="best")
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="outside lower center", ncol=6, fontsize=8)
   fig.savefig(path, dpi=110)
