@@ -26,9 +26,11 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
+import optax_ramda as oxr
 from tests.multidevice import launch, problem
 
 TIMEOUT = 300  # seconds per group of processes; a run takes ~10-40 s
@@ -130,6 +132,20 @@ SHARDED_CASES = [
   for dtype, layouts in problem.SHARDED_RUNS.items()
   for layout in layouts
 ]
+
+
+@pytest.mark.parametrize("make", [oxr.ramda, oxr.rmda])
+def test_init_of_structs_needs_eval_shape(make):
+  # These states hold a copy of the params, which a ShapeDtypeStruct lacks.
+  params = problem.init_params(np.float32)
+  structs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in params.items()}
+  tx = make(0.1, reg_strength=0.1, regularizer=problem.SPECS)
+  with pytest.raises(ValueError, match=r"jax\.eval_shape\(tx\.init, params\)"):
+    tx.init(structs)
+  abstract = jax.eval_shape(tx.init, structs)
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), abstract) == jax.tree.map(
+    lambda a: (a.shape, a.dtype), tx.init(params)
+  )
 
 
 @pytest.mark.parametrize("name", list(problem.OPTIMIZERS))
