@@ -1,13 +1,18 @@
 """Tests for the main job (optax_ramda.experiments).
 
-Oracles: the numbers in results.json are recomputed with NumPy from the
-saved final weights and the .npz data the run read (accuracy of the linear
-model, zero input groups, zero entries, the pruned parameter count of a
-linear model with its zero input features removed); the summary's mean/std
-against NumPy over the per-seed runs; error paths against argparse's exit
-status 2 and a message naming the problem.
+Oracles: the numbers in results.json are recomputed from the saved final
+weights and the data the run read: with NumPy for the linear model (accuracy,
+zero input groups, zero entries, the pruned parameter count with its zero
+input features removed), by a fresh NNX model loaded with the weights for the
+CNN's accuracy, and its pruned size counted by hand from the zero channels of
+its kernels; the summary's mean/std against NumPy over the per-seed runs;
+error paths against argparse's exit status 2 and a message naming the
+problem; mnist1d's offline generation against a socket that refuses to
+connect.
 """
 
+import contextlib
+import io
 import json
 import os
 import random
@@ -17,9 +22,10 @@ import sys
 
 import numpy as np
 import pytest
+from flax import nnx
 from sklearn.datasets import load_digits
 
-from optax_ramda.experiments import load_params, main, mnist1d
+from optax_ramda.experiments import TASKS, digits, load_params, main, mnist1d
 from optax_ramda.experiments._optimizers import METHODS, milestones, settings
 
 N_TRAIN, N_TEST, SEEDS, EPOCHS = 300, 120, 2, 2
@@ -55,9 +61,11 @@ def run_dir(data_file, tmp_path_factory):
     "--reg-strength", "3e-3",
     "--lr", "prox_sgd=0.5",
     "--out", str(out),
-    "--quiet",
   ]  # fmt: skip
-  assert main(argv) == 0
+  progress = io.StringIO()
+  with contextlib.redirect_stderr(progress):
+    assert main(argv) == 0
+  (out / "progress.txt").write_text(progress.getvalue())
   return out
 
 
@@ -71,6 +79,10 @@ def test_writes_table_plot_json_and_params(run_dir, capsys):
   assert "logreg on mydigits" in table
   assert "| RAMDA |" in table and "| ProxSGD |" in table
   assert results["command"].startswith("python -m optax_ramda.experiments --task")
+  progress = (run_dir / "progress.txt").read_text()  # One tqdm bar per run.
+  for name in ("ramda", "prox_sgd"):
+    for seed in range(SEEDS):
+      assert f"logreg/{name} seed {seed}: 100%" in progress
   for run in results["runs"]:
     assert os.path.isfile(run_dir / run["params_file"])
     assert len(run["history"]["accuracy"]) == EPOCHS + 1  # with the initialization
@@ -122,6 +134,45 @@ def test_json_numbers_agree_with_the_saved_models(run_dir, data_file):
   assert settings_["prox_sgd"]["learning_rate"] == 0.5  # --lr prox_sgd=0.5
   assert settings_["ramda"]["learning_rate"] == METHODS["ramda"].learning_rate
   assert settings_["ramda"]["milestones"] == list(milestones(EPOCHS * N_TRAIN // 20, 3))
+
+
+def test_cnn_numbers_agree_with_the_saved_model(tmp_path):
+  argv = [
+    "--task", "cnn",
+    "--optimizer", "ramda",
+    "--epochs", "1",
+    "--seeds", "1",
+    "--stages", "1",
+    "--train-subset", "128",
+    "--test-subset", "64",
+    "--batch-size", "32",
+    "--reg-strength", "0.01",
+    "--out", str(tmp_path),
+    "--quiet",
+  ]  # fmt: skip
+  assert main(argv) == 0
+  with open(tmp_path / "results.json") as f:
+    (run,) = json.load(f)["runs"]
+  final = run["final"]
+  task, data = TASKS["cnn"], digits()
+  model = task.model(task.prepared(data), seed=0)
+  template = nnx.to_pure_dict(nnx.state(model))
+  params = load_params(str(tmp_path / run["params_file"]), template)
+  nnx.update(model, params)
+  logits = model(data.x_test[:64, :, :, None])
+  accuracy = np.mean(np.argmax(logits, -1) == data.y_test[:64])
+  assert abs(final["accuracy"] - accuracy) <= 1 / 64 + 1e-9
+  # Independent count of the pruned network: conv1 (3,3,1,16) → conv2 (3,3,16,32)
+  # → average pool → flatten (channels last) → linear (4·4·32, 10). A conv1
+  # filter survives if its input rows in conv2 are not all zero; a conv2 filter
+  # if any linear row reading it (every 32nd) is nonzero.
+  k2 = params["layers"][2]["kernel"]
+  k3 = params["layers"][6]["kernel"]
+  c1 = int(np.sum(np.any(k2 != 0, axis=(0, 1, 3))))
+  c2 = int(np.sum(np.any(k3.reshape(16, 32, 10) != 0, axis=(0, 2))))
+  assert 0 < c1 < 16 and 0 < c2 < 32  # λ = 0.01 zeroed some channels of each.
+  expected = (9 * c1 + c1) + (9 * c1 * c2 + c2) + (16 * c2 * 10 + 10)
+  assert final["params_after_pruning"] == expected
 
 
 def test_momentum_is_raised_only_for_short_dual_averaging_runs():
