@@ -66,7 +66,7 @@ def _kkt_residual(v, d, anchor, tau_w, z, axes):
   return float(np.sqrt(np.sum(per_group**2)))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # Reproducible in CI.
 @given(
   layout=st.sampled_from(LAYOUTS),
   d_spread=st.floats(0.0, 2.0),
