@@ -260,6 +260,17 @@ def load_params(path: str, template: Any, prefix: str = "params/") -> Any:
   return fill(template, "")
 
 
+def _finite_or_none(tree: Any) -> Any:
+  """NaN/inf floats as None (JSON has no NaN), in nested dicts and lists."""
+  if isinstance(tree, dict):
+    return {k: _finite_or_none(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_finite_or_none(v) for v in tree]
+  if isinstance(tree, float) and not np.isfinite(tree):
+    return None
+  return tree
+
+
 def _load_data(parser: argparse.ArgumentParser, args, task) -> _data.Dataset:
   source = args.data or args.dataset or task.dataset
   try:
@@ -413,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     "runs": runs,
   }
   with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(results, f, indent=1, default=str)
+    json.dump(_finite_or_none(results), f, indent=1, default=str, allow_nan=False)
   print(tables)
   print(
     f"\nwrote {args.out}/results.json, table.md, curves.png and params/ "

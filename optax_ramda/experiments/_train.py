@@ -222,7 +222,10 @@ class Trainer:
     )
     final = {k: history[k][-1] for k in METRICS}
     final["params"] = float(sum(np.size(x) for x in jax.tree.leaves(host_params)))
-    final["params_after_pruning"] = float(self.pruned_params(host_params))
+    finite = all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_params))
+    # A diverged run has no function to preserve: nothing to export.
+    pruned = self.pruned_params(host_params) if finite else float("nan")
+    final["params_after_pruning"] = float(pruned)
     # The median epoch: robust to other processes briefly taking the CPU.
     final["time_per_step_ms"] = 1e3 * np.median(epoch_seconds) / self.steps_per_epoch
     return RunResult(history, final, host_params, prox, epoch_seconds)
