@@ -310,8 +310,8 @@ def ramda(
       root-mean-square subgradient entry of the subproblem divided by α (see
       :func:`subgradient_tolerance`).
     subgradient_tol: ε₀ of ``stopping="subgradient"``, in the units of a
-      gradient entry; the default gave about the accuracy of the
-      ``"decrease"`` rule in the solver study of BENCHMARKS.md.
+      gradient entry; in the solver study of BENCHMARKS.md the default was
+      about as accurate as the ``"decrease"`` rule early in training.
     milestones: step counts at which a new stage starts (strictly increasing).
     decay: γ ∈ (0, 1], the factor applied to η and ε at each milestone.
     momentum_ramp: ramp the averaging weight in the final stage.
