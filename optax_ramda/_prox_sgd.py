@@ -12,7 +12,6 @@ from optax._src import base, numerics
 from optax_ramda import _checks, _stages
 from optax_ramda._ramda import check_floating_params, unzip_steps
 from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
-from optax_ramda._rmda import prox
 
 
 class ScaleByProxSgdState(NamedTuple):
@@ -82,7 +81,7 @@ def scale_by_prox_sgd(
       if spec is None:
         z, iters = x, jnp.zeros([], jnp.int32)
       else:
-        z, iters = prox(spec, x, threshold, w)
+        z, iters = spec.prox(x, threshold, w)
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
     steps = jax.tree.map(leaf_step, specs, params, trace, is_leaf=is_spec)

@@ -42,6 +42,26 @@ class Regularizer:
     norms = _solvers.group_norm(x, self.group_axes(x.ndim))
     return self.group_weight(x.shape) * jnp.sum(norms)
 
+  def prox(
+    self, x: jax.Array, threshold: jax.typing.ArrayLike, init: jax.Array
+  ) -> tuple[jax.Array, jax.Array]:
+    """prox_{τψ̄}(x) = argmin_z ½‖z − x‖² + τ ψ̄(z), ψ̄ = ψ/λ; (z, iterations).
+
+    The subproblem with D = I, which proximal gradient solves in one step;
+    specs with a closed form override this. `init` is the warm start.
+    """
+    tau = jnp.asarray(threshold).astype(x.dtype)
+    return self.solve(
+      jnp.zeros_like(x),
+      jnp.ones_like(x),
+      x,
+      tau,
+      init.astype(x.dtype),
+      solver="pg",
+      max_iters=100,
+      rtol=1e-8,
+    )
+
   def solve(
     self,
     v: jax.Array,
@@ -99,6 +119,12 @@ class GroupLasso(Regularizer):
   def group_weight(self, shape: Shape) -> float:
     return _solvers.group_weight(shape, self.group_axes(len(shape)), self.weight)
 
+  def prox(self, x, threshold, init):
+    del init  # Closed form: block soft-thresholding at τω_g.
+    cut = jnp.asarray(threshold).astype(x.dtype) * self.group_weight(x.shape)
+    z = _solvers.block_soft_threshold(x, cut, self.group_axes(x.ndim))
+    return z, jnp.zeros([], jnp.int32)
+
   def solve(
     self,
     v,
@@ -144,6 +170,11 @@ class L1(Regularizer):
   def group_weight(self, shape: Shape) -> float:
     del shape
     return 1.0
+
+  def prox(self, x, threshold, init):
+    del init  # Closed form: soft-thresholding at τ.
+    z = _solvers.soft_threshold(x, jnp.asarray(threshold).astype(x.dtype))
+    return z, jnp.zeros([], jnp.int32)
 
   def solve(
     self,

@@ -12,58 +12,10 @@ from optax._src import base, numerics
 from optax_ramda import _checks, _stages
 from optax_ramda._ramda import check_floating_params, copy_as, unzip_steps
 from optax_ramda._regularizers import (
-  L1,
-  GroupLasso,
-  Regularizer,
   RegularizerArg,
   is_spec,
   resolve_specs,
 )
-from optax_ramda._solvers import group_norm
-
-
-def prox(
-  spec: Regularizer, x: jax.Array, threshold: jax.Array, init: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-  """prox_{τψ̄}(x) = argmin_z ½‖z − x‖² + τ ψ̄(z) for one leaf (ψ̄ = ψ/λ).
-
-  Closed form for group lasso (block soft-threshold at τ ω_g) and ℓ1
-  (soft-threshold at τ); any other spec is handed to its general solver with
-  D = I, which a proximal-gradient solver solves in one step.
-
-  Args:
-    spec: the leaf's resolved regularizer spec.
-    x: the point to shrink.
-    threshold: τ ≥ 0 (a scalar).
-    init: the warm start, used only by the general solver.
-
-  Returns:
-    ``(z, iterations)``: z with the dtype of `x`, and the inner iteration count
-    (0 for the closed forms).
-  """
-  tau = jnp.asarray(threshold).astype(x.dtype)
-  if isinstance(spec, GroupLasso):
-    tau_w = tau * spec.group_weight(x.shape)
-    norm = group_norm(x, spec.group_axes(x.ndim))
-    # Zero iff ‖x_g‖ ≤ τω_g, as safe screening does: comparing (rather than
-    # clipping 1 − τω_g/‖x_g‖) keeps a group whose norm underflows to 0 at zero,
-    # and a NaN norm NaN.
-    factor = jnp.where(norm <= tau_w, 0, 1 - tau_w / norm)
-    return x * factor, jnp.zeros([], jnp.int32)
-  if isinstance(spec, L1):
-    # +0, not -0; and |x| ≤ τ, not |x| > τ, so that a NaN stays NaN.
-    z = jnp.where(jnp.abs(x) <= tau, 0, x - jnp.sign(x) * tau)
-    return z.astype(x.dtype), jnp.zeros([], jnp.int32)
-  return spec.solve(
-    jnp.zeros_like(x),
-    jnp.ones_like(x),
-    x,
-    tau,
-    init.astype(x.dtype),
-    solver="pg",
-    max_iters=100,
-    rtol=1e-8,
-  )
 
 
 class ScaleByRmdaState(NamedTuple):
@@ -172,7 +124,7 @@ def scale_by_rmda(
       if spec is None:
         z, iters = x, jnp.zeros([], jnp.int32)
       else:
-        z, iters = prox(spec, x, threshold, w)
+        z, iters = spec.prox(x, threshold, w)
       w_new = ((1 - c) * w + c * z).astype(w.dtype)
       return _LeafStep(w_new - w, v, z, iters)
 

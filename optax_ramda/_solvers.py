@@ -143,10 +143,24 @@ def prox_l1(
     Array([2., 0.], dtype=float32)
   """
   tau = jnp.asarray(threshold, v.dtype)
-  x = anchor - v / d
-  cut = tau / d
+  return soft_threshold(anchor - v / d, tau / d)
+
+
+def soft_threshold(x: jax.Array, cut: jax.typing.ArrayLike) -> jax.Array:
+  """sign(x)·max(|x| − cut, 0), the prox of cut·|·|, entrywise."""
   # +0, not -0; and |x| ≤ cut, not |x| > cut, so that a NaN stays NaN.
-  return jnp.where(jnp.abs(x) <= cut, 0, x - jnp.sign(x) * cut)
+  return jnp.where(jnp.abs(x) <= cut, 0, x - jnp.sign(x) * cut).astype(x.dtype)
+
+
+def block_soft_threshold(
+  x: jax.Array, cut: jax.typing.ArrayLike, axes: tuple[int, ...]
+) -> jax.Array:
+  """x_g·max(1 − cut/‖x_g‖, 0) per group: the prox of cut·‖·‖₂ on each group."""
+  norm = group_norm(x, axes)
+  # Zero iff ‖x_g‖ ≤ cut, as safe screening does: comparing (rather than
+  # clipping 1 − cut/‖x_g‖) keeps a group whose norm underflows to 0 at zero,
+  # and a NaN norm NaN.
+  return x * jnp.where(norm <= cut, 0, 1 - cut / norm)
 
 
 def solve_group_lasso(

@@ -21,7 +21,6 @@ import optax
 import pytest
 
 import optax_ramda as oxr
-from optax_ramda import _rmda
 from tests import numpy_baselines as nb
 
 # --- A problem with every kind of leaf, in NumPy -------------------------------------
@@ -191,7 +190,7 @@ def test_rmda_closed_form_equals_general_solver(x64, solver):
     norms = np.linalg.norm(np.asarray(x), axis=axes)
     lam = np.median(norms) / spec.group_weight(v.shape) / (alpha / sqrt_k)
     threshold = alpha / sqrt_k * lam
-    z, iters = _rmda.prox(spec, x, threshold, anchor)
+    z, iters = spec.prox(x, threshold, anchor)
     expected, _ = oxr.solve_group_lasso(
       v, d, anchor, alpha * lam, axes, spec.weight, solver=solver
     )
@@ -201,7 +200,7 @@ def test_rmda_closed_form_equals_general_solver(x64, solver):
     assert 0 < zero.sum() < zero.size  # Some groups are shrunk, some screened.
   lam = np.median(np.abs(np.asarray(x))) / (alpha / sqrt_k)
   threshold = alpha / sqrt_k * lam
-  z, _ = _rmda.prox(oxr.l1(), x, threshold, anchor)
+  z, _ = oxr.l1().prox(x, threshold, anchor)
   np.testing.assert_allclose(z, oxr.prox_l1(v, d, anchor, alpha * lam), rtol=1e-15)
   assert 0 < int(jnp.sum(z == 0)) < z.size
 
