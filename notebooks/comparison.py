@@ -33,8 +33,8 @@
 # `optax_ramda.experiments.main`, the same code as
 # `python -m optax_ramda.experiments`, and read back the JSON it writes.
 #
-# The full run (the default) trains for 30 epochs over 3 seeds and takes tens
-# of minutes on a CPU; `OXR_NOTEBOOK_SMALL=1` shrinks it to a smoke run of a
+# The full run (the default) trains for 30 epochs over 3 seeds and takes
+# several minutes on a CPU; `OXR_NOTEBOOK_SMALL=1` shrinks it to a smoke run of a
 # few epochs on a subset, which is what the test suite executes.
 
 # %%
@@ -101,6 +101,28 @@ for dataset, tasks in RUNS.items():
     results[dataset] = json.load(f)
   seconds = results[dataset]["environment"]["wall_seconds"]
   print(f"{dataset}: {len(results[dataset]['runs'])} runs in {seconds:.0f} s")
+
+# %% [markdown]
+# The hyperparameters as run, from `results.json` (seed 0 of each task): c₀
+# after the short-run adjustment, λ (zero for the dense references) and the
+# milestone steps.
+
+# %%
+lines = [
+  "| task | method | η | c₀ / β | λ | milestones |",
+  "| --- | --- | ---: | ---: | ---: | --- |",
+]
+for dataset, report in results.items():
+  for run in report["runs"]:
+    if run["seed"] == 0:
+      s = run["settings"]
+      momentum = "–" if s["momentum"] is None else f"{s['momentum']:.3g}"
+      lines.append(
+        f"| {run['task']} on {dataset} | {experiments.METHODS[run['optimizer']].label} "
+        f"| {s['learning_rate']:g} | {momentum} | {s['reg_strength']:g} "
+        f"| {', '.join(map(str, s['milestones']))} |"
+      )
+display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # ## Tables

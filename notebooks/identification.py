@@ -19,8 +19,8 @@
 # The central result of the RAMDA paper: on a problem whose minimizer W* has
 # some groups exactly zero, RAMDA's iterates **identify** that structure (the
 # set of zero groups becomes exactly W*'s and stays so) after finitely many
-# steps, even with an inexact subproblem solver, while proximal SGD- and
-# Adam-type methods keep oscillating around it.
+# steps, even with an inexact subproblem solver. Proximal SGD- and Adam-type
+# methods have no such guarantee: their zero patterns can keep changing.
 #
 # Here we check it where W* is known. The experiment code lives in
 # `optax_ramda.experiments.identification` (also runnable as
@@ -36,8 +36,8 @@
 # λ is a fraction of λ_max (the smallest λ that makes W* = 0), so that some but
 # not all groups are zero. W* is computed to a KKT residual of 10⁻¹⁰, then the
 # five structured optimizers run from one random start on one sequence of
-# minibatches in float64, with the learning rates the module tuned on another
-# seed (by final objective gap, not by support).
+# minibatches in float64, with the learning rates the module tuned on the full
+# problems and another seed (by final objective gap, not by support).
 #
 # `OXR_NOTEBOOK_SMALL=1` uses smaller problems and few epochs (what the test
 # suite executes); the default is the module's full experiment, 300 epochs.

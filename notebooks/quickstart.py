@@ -93,7 +93,8 @@ for path, spec in jax.tree_util.tree_flatten_with_path(
 # average; in the final stage its averaging weight ramps as
 # c = min(c₀√(k+1), 1). Once c = 1 the model weights *are* the exactly
 # structured subproblem solution Ŵ. With c₀ = 0.1 that happens 99 steps into
-# the final stage, well before the end of this run.
+# the final stage, which here has `STEPS // 3` steps (500 in the full run, 100
+# in the small one).
 #
 # RAMDA computes the new weights itself, so it must be the **last** transform
 # of a chain; gradient clipping goes before it. `nnx.Optimizer` passes the
