@@ -9,6 +9,12 @@ prints the paper-style tables and writes into ``--out``:
 * ``curves.png``: group sparsity and accuracy against epochs (paper Fig. 1);
 * ``params/<task>-<optimizer>-seed<k>.npz``: each run's final weights (and
   Ŵ for RAMDA/RMDA), so every number can be recomputed from them.
+
+Every run is data-parallel over all devices (see
+:class:`~optax_ramda.experiments.Trainer`). With ``--coordinator``,
+``--num-processes`` and ``--process-id`` the devices of several processes
+join through :func:`jax.distributed.initialize`; every process runs the same
+command (its own ``--process-id``), and only process 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -199,7 +205,58 @@ def build_parser() -> argparse.ArgumentParser:
     "--out", default="runs", help="output folder (default: runs/)", metavar="DIR"
   )
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
+  dist = parser.add_argument_group(
+    "multi-process (jax.distributed)",
+    "Every run splits each batch over all devices. To join the devices of "
+    "several processes (hosts), start the same command in each, all three "
+    "flags given, each with its own --process-id; only process 0 writes.",
+  )
+  dist.add_argument(
+    "--coordinator",
+    metavar="HOST:PORT",
+    help="address of process 0, e.g. 127.0.0.1:12345 on one machine",
+  )
+  dist.add_argument(
+    "--num-processes", type=_positive_int, metavar="N", help="number of processes"
+  )
+  dist.add_argument(
+    "--process-id", type=int, metavar="I", help="this process's index, 0..N-1"
+  )
   return parser
+
+
+_DISTRIBUTED_FLAGS = ("--coordinator", "--num-processes", "--process-id")
+
+
+def _initialize_distributed(parser: argparse.ArgumentParser, args) -> bool:
+  """Joins the processes if the flags ask for it; returns whether they did."""
+  values = (args.coordinator, args.num_processes, args.process_id)
+  given = [
+    flag for flag, v in zip(_DISTRIBUTED_FLAGS, values, strict=True) if v is not None
+  ]
+  if not given:
+    return False
+  if len(given) < len(_DISTRIBUTED_FLAGS):
+    missing = [flag for flag in _DISTRIBUTED_FLAGS if flag not in given]
+    parser.error(
+      f"{', '.join(given)} also needs {', '.join(missing)} "
+      f"(multi-process runs take all of {', '.join(_DISTRIBUTED_FLAGS)})"
+    )
+  host, sep, port = args.coordinator.rpartition(":")
+  if not (sep and host and port.isdigit()):
+    parser.error(f"--coordinator {args.coordinator!r}: expected HOST:PORT")
+  if not 0 <= args.process_id < args.num_processes:
+    parser.error(
+      f"--process-id {args.process_id} is not in 0..{args.num_processes - 1} "
+      f"(--num-processes {args.num_processes})"
+    )
+  # Before anything touches the devices: the backend starts with all of them.
+  jax.distributed.initialize(
+    coordinator_address=args.coordinator,
+    num_processes=args.num_processes,
+    process_id=args.process_id,
+  )
+  return True
 
 
 def _overrides(
@@ -292,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   """
   parser = build_parser()
   args = parser.parse_args(argv)
+  distributed = _initialize_distributed(parser, args)
+  is_main = jax.process_index() == 0
   argv = list(sys.argv[1:] if argv is None else argv)
   tasks = list(dict.fromkeys(args.task))
   selected = list(dict.fromkeys(args.optimizer))
@@ -316,6 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"--batch-size {batch_size} exceeds the {len(data.y_train)} training "
         f"examples of task {name}"
       )
+    if batch_size % jax.device_count():
+      parser.error(
+        f"--batch-size {batch_size} of task {name} is not a multiple of the "
+        f"{jax.device_count()} devices the batch is split over"
+      )
     total_steps = epochs * (len(data.y_train) // batch_size)
     if args.stages > total_steps:
       parser.error(
@@ -323,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       )
     plans.append((task, data, epochs, batch_size, total_steps))
   try:
-    os.makedirs(os.path.join(args.out, "params"), exist_ok=True)
+    if is_main:
+      os.makedirs(os.path.join(args.out, "params"), exist_ok=True)
   except OSError as e:
     parser.error(f"--out {args.out!r}: cannot create the output folder: {e}")
 
@@ -357,13 +422,17 @@ def main(argv: Sequence[str] | None = None) -> int:
       for seed in range(args.seeds):
         compile_seconds = trainer.compile(*trainer.init(seed))
         result = trainer.run(
-          seed, epochs, progress=not args.quiet, desc=f"{task.name}/{name} seed {seed}"
+          seed,
+          epochs,
+          progress=is_main and not args.quiet,
+          desc=f"{task.name}/{name} seed {seed}",
         )
         file = os.path.join("params", f"{task.name}-{name}-seed{seed}.npz")
         arrays = {f"params/{k}": v for k, v in flatten(result.params).items()}
         if result.prox is not None:
           arrays.update({f"prox/{k}": v for k, v in flatten(result.prox).items()})
-        np.savez(os.path.join(args.out, file), **arrays)  # type: ignore[arg-type]
+        if is_main:
+          np.savez(os.path.join(args.out, file), **arrays)  # type: ignore[arg-type]
         runs.append(
           {
             "task": task.name,
@@ -403,6 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       }
     summaries.append(summary)
 
+  if not is_main:
+    jax.distributed.shutdown()
+    return 0
   tables = "\n\n".join(_report.table(s, args.seeds) for s in summaries)
   command = shlex.join(["python", "-m", "optax_ramda.experiments", *argv])
   with open(os.path.join(args.out, "table.md"), "w") as f:
@@ -417,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       "jax": jax.__version__,
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
+      "processes": jax.process_count(),
       "cpu_count": os.cpu_count(),
       "wall_seconds": wall_seconds,
     },
@@ -430,4 +503,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     f"\nwrote {args.out}/results.json, table.md, curves.png and params/ "
     f"in {wall_seconds:.0f} s"
   )
+  if distributed:
+    jax.distributed.shutdown()
   return 0
