@@ -15,6 +15,7 @@ import argparse
 
 import _common
 import jax
+import jax.numpy as jnp
 import optax
 
 import optax_ramda as oxr
@@ -44,6 +45,15 @@ def main() -> None:
       n = _common.count_params(shapes)
       specs = oxr.resolve_specs(oxr.input_channel_groups, shapes)
       cands = _common.lineup(specs, 1e-3)
+      cands.append(
+        _common.Candidate(
+          "ramda_pg, state_dtype=bfloat16",
+          oxr.ramda(
+            1e-2, reg_strength=1e-3, regularizer=specs, state_dtype=jnp.bfloat16
+          ),
+          "structured",
+        )
+      )
       sizes = {c.name: _common.state_bytes(c.tx, shapes) for c in cands}
       rows = []
       for c in cands:

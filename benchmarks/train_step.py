@@ -16,6 +16,7 @@ adamw" is the median over rounds of time/time(adamw) within a round.
 
   python benchmarks/train_step.py --quick       # the CNN only, about 1 min
   python benchmarks/train_step.py               # both models, more rounds
+  python benchmarks/train_step.py --models cnn --breakdown   # where time goes
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import optax
 from jax import lax
 
 import optax_ramda as oxr
+from optax_ramda._regularizers import is_spec
 
 # ----------------------------------------------------------------------------
 # Models.
@@ -270,6 +272,103 @@ def bench(model: str, args: argparse.Namespace) -> str:
   return out
 
 
+def breakdown(model: str, args: argparse.Namespace) -> str:
+  """Where RAMDA's optimizer time goes: the update alone, by variant and leaf.
+
+  Trains the model with RAMDA (exact solver) for the warm-up, takes one real
+  gradient, then times `update` + `apply_updates` from that same state
+  (nothing is donated or advanced, so every variant solves the same
+  subproblems) for RAMDA without any regularizer, with λ = 0, with each
+  solver, and with only one leaf regularized at a time.
+  """
+  cfg = MODELS[model]
+  reg = args.reg if args.reg is not None else cfg["reg"]
+  params0 = cfg["init"]()
+  specs = oxr.resolve_specs(oxr.input_channel_groups, params0)
+  batches = cfg["batches"](args)
+  lr = 1e-2
+
+  def ramda(regularizer=specs, **kw):
+    return oxr.ramda(lr, reg_strength=kw.pop("reg", reg), regularizer=regularizer, **kw)
+
+  tx = ramda(solver="exact")
+  step = make_steps(cfg["apply"], tx)
+  p = jax.tree.map(jnp.copy, params0)
+  s = tx.init(p)
+  for i in range(args.warmup):
+    p, s, _ = step(p, s, *batches[i % len(batches)])
+
+  def loss_fn(p, x, y):
+    logits = cfg["apply"](p, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  g = jax.grad(loss_fn)(p, *batches[0])
+  variants = {
+    "adamw": optax.adamw(1e-3),
+    "madgrad": optax.contrib.madgrad(lr),
+    "ramda, no regularizer": oxr.ramda(lr),
+    "ramda λ=0 (specs)": ramda(reg=0.0),
+    "ramda exact": ramda(solver="exact"),
+    "ramda pg": ramda(),
+    "ramda pg max_iters=1": ramda(max_iters=1),
+  }
+  if _common.has_subgradient_stopping():
+    variants["ramda pg subgradient"] = ramda(stopping="subgradient")
+  param_leaves = jax.tree_util.tree_leaves(params0)
+  spec_leaves = jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)[0]
+  for leaf, (path, spec) in zip(param_leaves, spec_leaves, strict=True):
+    if spec is None:
+      continue
+    name, size = jax.tree_util.keystr(path), leaf.size
+    one = jax.tree_util.tree_map_with_path(
+      lambda q, sp, path=path: sp if q == path else None, specs, is_leaf=is_spec
+    )
+    for solver in ("exact", "pg"):
+      variants[f"ramda {solver}, only {name} ({size})"] = ramda(one, solver=solver)
+
+  fns, iters = {}, {}
+  for name, vtx in variants.items():
+    vs = s if name.startswith("ramda") else vtx.init(p)
+    update = jax.jit(
+      lambda g, st, p, vtx=vtx: (
+        optax.apply_updates(p, (r := vtx.update(g, st, p))[0]),
+        r[1],
+      )
+    )
+    _, new_state = jax.block_until_ready(update(g, vs, p))
+    counts = _common.iteration_counts(new_state)
+    iters[name] = "–" if counts is None else str(int(counts.max()))
+    fns[name] = lambda update=update, vs=vs: jax.block_until_ready(update(g, vs, p))
+  timing = _common.interleaved(fns, args.rounds, args.inner)
+  base = "ramda, no regularizer"
+  rows = [
+    [
+      name,
+      f"{1e3 * timing.median(name):.3f}",
+      f"{1e3 * timing.median(name, 'cpu'):.3f}",
+      f"{1e3 * (timing.median(name, 'cpu') - timing.median(base, 'cpu')):+.3f}",
+      iters[name],
+    ]
+    for name in fns
+  ]
+  out = _common.table(
+    [
+      "update only",
+      "wall ms",
+      "CPU ms",
+      "CPU ms vs no regularizer",
+      "inner iters (max over leaves)",
+    ],
+    rows,
+  )
+  print(
+    f"\n### {model}: optimizer update alone after {args.warmup} RAMDA steps, "
+    f"λ = {reg:g}\n{out}",
+    flush=True,
+  )
+  return out
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--quick", action="store_true", help="the CNN, fewer steps")
@@ -281,6 +380,11 @@ def main() -> None:
   ap.add_argument("--reg", type=float, default=None, help="λ (default per model)")
   ap.add_argument("--variants", action="store_true", help="add profiling variants")
   ap.add_argument("--only", default=None, help="comma list of structured candidates")
+  ap.add_argument(
+    "--breakdown",
+    action="store_true",
+    help="time RAMDA's update alone by variant and by leaf instead",
+  )
   args = ap.parse_args()
   if args.only:
     args.only = args.only.split(",")
@@ -299,7 +403,10 @@ def main() -> None:
     f"exact solver: {_common.has_exact()}; proxssi: {_common.has_proxssi()}"
   )
   for model in args.models.split(","):
-    bench(model, args)
+    if args.breakdown:
+      breakdown(model, args)
+    else:
+      bench(model, args)
 
 
 if __name__ == "__main__":
