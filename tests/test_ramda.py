@@ -13,6 +13,7 @@ import optax
 import pytest
 
 import optax_ramda as oxr
+from optax_ramda import _ramda
 from tests import numpy_reference as ref
 
 
@@ -426,3 +427,33 @@ def test_group_lasso_on_a_scalar_leaf_raises():
 def test_integer_params_raise():
   with pytest.raises(ValueError, match=r"\['steps'\].*int32"):
     oxr.ramda(1e-2).init({"w": jnp.ones(2), "steps": jnp.zeros(2, jnp.int32)})
+
+
+# --- The preconditioner's cube root --------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cube_root_is_within_one_ulp_of_numpy(x64, dtype):
+  """Oracle: NumPy's cbrt, over the whole normal range, zeros and non-finite values."""
+  del x64
+  info = np.finfo(dtype)
+  rng = np.random.default_rng(0)
+  exponents = rng.uniform(np.log10(info.tiny), np.log10(info.max) - 1, 20000)
+  u = np.concatenate([10.0**exponents, [0.0, 1.0, 8.0, 27.0, info.tiny, info.max]])
+  u = u.astype(dtype)
+  got = np.asarray(_ramda.cube_root(jnp.asarray(u)))
+  want = np.cbrt(u.astype(np.float64)).astype(dtype)  # Correctly rounded enough.
+  ulps = np.abs(got - want) / np.spacing(want)
+  assert got.dtype == dtype
+  assert ulps.max() <= 1, ulps.max()
+  special = np.asarray(_ramda.cube_root(jnp.asarray([np.inf, np.nan], dtype)))
+  assert special[0] == np.inf and np.isnan(special[1])
+
+
+def test_cube_root_keeps_narrow_dtypes():
+  u = jnp.asarray([0.0, 1e-3, 8.0, 3e4], jnp.bfloat16)
+  got = _ramda.cube_root(u)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(
+    np.asarray(got, np.float32), np.cbrt(np.asarray(u, np.float32)), rtol=1e-2
+  )
