@@ -345,6 +345,7 @@ def breakdown(model: str, args: argparse.Namespace) -> str:
     [
       name,
       f"{1e3 * timing.median(name):.3f}",
+      f"{1e3 * (timing.median(name) - timing.median(base)):+.3f}",
       f"{1e3 * timing.median(name, 'cpu'):.3f}",
       f"{1e3 * (timing.median(name, 'cpu') - timing.median(base, 'cpu')):+.3f}",
       iters[name],
@@ -355,6 +356,7 @@ def breakdown(model: str, args: argparse.Namespace) -> str:
     [
       "update only",
       "wall ms",
+      "wall ms vs no regularizer",
       "CPU ms",
       "CPU ms vs no regularizer",
       "inner iters (max over leaves)",
