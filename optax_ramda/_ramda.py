@@ -90,11 +90,12 @@ def copy_as(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
 def cube_root(u: jax.Array) -> jax.Array:
   """∛u for u ≥ 0 (+0 → +0, inf → inf, NaN → NaN), to within ~1 ulp.
 
-  On XLA:CPU ``jnp.cbrt`` takes ~170× the time of an elementwise multiply,
+  On XLA:CPU ``jnp.cbrt`` takes 30-40× the time of an elementwise multiply,
   which made it the largest part of a RAMDA (and a MADGRAD) step on CPU.
   Here ``exp(log(u)/3)`` (a few ulp off) is corrected by one Newton step on
-  y³ = u: ~10× faster than ``jnp.cbrt`` on CPU in float32, and as accurate
-  (≤ 1 ulp in float32 and float64 over the normal range). Narrow floats are
+  y³ = u: ~6× faster than ``jnp.cbrt`` on CPU in float32 (~1.5× in
+  float64), and at least as accurate (≤ 0.7 ulp in float32, ≤ 1 ulp in
+  float64 over the normal range; see BENCHMARKS.md). Narrow floats are
   computed in float32.
   """
   x = u.astype(jnp.promote_types(u.dtype, jnp.float32))
