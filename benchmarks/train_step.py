@@ -11,8 +11,9 @@ Two small models in plain JAX with Flax parameter layouts (so that
 Each optimizer gets its own copy of the model, trains on real batches for a
 warm-up (so that the structured optimizers' subproblems, screening and inner
 iteration counts are those of training), then all are timed round-robin in
-one process. "grad_only" is the forward and backward pass alone; "overhead vs
-adamw" is the median over rounds of time/time(adamw) within a round.
+one process. "grad_only" is the forward and backward pass alone (gradients reduced
+to a scalar: a rough floor, since XLA fuses it differently from a full step);
+"× adamw" is the median over rounds of time/time(adamw) within a round.
 
   python benchmarks/train_step.py --quick       # the CNN only, about 1 min
   python benchmarks/train_step.py               # both models, more rounds
