@@ -290,12 +290,13 @@ def solve_group_lasso(
   dtype = v.dtype
   init = anchor if init is None else init
   tau_w = jnp.asarray(threshold, dtype) * group_weight(v.shape, axes, weight)
-  active = ~(group_norm(d * anchor - v, axes) <= tau_w)  # NaN stays active.
 
   def closed_form():
     return anchor - v / d, jnp.zeros([], jnp.int32)
 
   def proximal_gradient():
+    # Screened inside the branch, so a step with τ = 0 does not pay for it.
+    active = ~(group_norm(d * anchor - v, axes) <= tau_w)  # NaN stays active.
     return _pg_group_lasso(
       v,
       d,
