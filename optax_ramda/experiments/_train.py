@@ -31,7 +31,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm.auto import tqdm
+from tqdm import tqdm  # Text bars everywhere; tqdm.auto warns without ipywidgets.
 
 import optax_ramda as oxr
 from optax_ramda.experiments._data import Dataset
