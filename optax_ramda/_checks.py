@@ -1,4 +1,4 @@
-"""Early validation of hyperparameters, with messages that name the argument.
+"""Early validation of hyperparameters and trees, naming the argument or leaf.
 
 Only concrete Python numbers are checked: schedules are callables, and values
 that `optax.inject_hyperparams` feeds in are arrays (possibly traced), on which a
@@ -13,11 +13,22 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
 def _is_concrete_number(value: Any) -> bool:
   return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_floating_params(params: Any) -> None:
+  """Raises, naming the leaf, if a parameter leaf is not floating point."""
+  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if not jnp.issubdtype(p.dtype, jnp.floating):
+      raise ValueError(
+        f"The parameter {jax.tree_util.keystr(path)} has dtype {p.dtype}; "
+        "optimizers of optax_ramda need floating-point parameters."
+      )
 
 
 def check_positive(name: str, value: Any) -> None:
@@ -36,6 +47,12 @@ def check_unit_interval(name: str, value: Any) -> None:
   """Raises if a concrete `value` is outside (0, 1]."""
   if _is_concrete_number(value) and not 0 < value <= 1:
     raise ValueError(f"`{name}` must lie in (0, 1], got {value!r}.")
+
+
+def check_decay_rate(name: str, value: Any) -> None:
+  """Raises if a concrete EMA decay rate is outside [0, 1) (1 divides by 0)."""
+  if isinstance(value, numbers.Real) and not 0 <= float(value) < 1:
+    raise ValueError(f"`{name}` must lie in [0, 1), got {value!r}.")
 
 
 def check_max_iters(value: Any) -> None:

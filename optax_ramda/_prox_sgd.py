@@ -7,11 +7,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import base, numerics
+from optax._src import numerics
 
 from optax_ramda import _checks, _stages
-from optax_ramda._ramda import check_floating_params, unzip_steps
-from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
+from optax_ramda._ramda import unzip_steps
+from optax_ramda._regularizers import (
+  RegularizerArg,
+  is_spec,
+  specs_at_init,
+  specs_at_update,
+)
 
 
 class ScaleByProxSgdState(NamedTuple):
@@ -54,8 +59,7 @@ def scale_by_prox_sgd(
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
-    check_floating_params(params)
-    resolve_specs(regularizer, params)  # Fail at init, naming the leaf.
+    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
     return ScaleByProxSgdState(
       count=jnp.zeros([], jnp.int32),
       trace=optax.tree.zeros_like(params, dtype=state_dtype),
@@ -64,10 +68,7 @@ def scale_by_prox_sgd(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError(base.NO_PARAMS_MSG)
-    _checks.check_same_structure(updates, params)
-    specs = resolve_specs(regularizer, params)
+    specs = specs_at_update(regularizer, updates, params)
     lr = _stages.value_at(learning_rate, state.count)
     c = _stages.value_at(momentum, state.count)
     threshold = lr * _stages.value_at(reg_strength, state.count)

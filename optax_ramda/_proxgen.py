@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import base, numerics
+from optax._src import numerics
 
 from optax_ramda import _checks, _solvers, _stages
-from optax_ramda._ramda import check_floating_params, unzip_steps
-from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
+from optax_ramda._ramda import unzip_steps
+from optax_ramda._regularizers import (
+  RegularizerArg,
+  is_spec,
+  specs_at_init,
+  specs_at_update,
+)
 from optax_ramda._solvers import Solver
 
 
@@ -37,18 +41,6 @@ class ScaleByProxgenState(NamedTuple):
 class _LeafStep(NamedTuple):
   update: jax.Array
   iterations: jax.Array
-
-
-def check_solver(solver: str) -> None:
-  """Raises if `solver` is not a mode of the shared subproblem solver."""
-  if solver not in _solvers._SOLVERS:
-    raise ValueError(f"`solver` must be one of {_solvers._SOLVERS}, got {solver!r}.")
-
-
-def check_decay_rate(name: str, value: Any) -> None:
-  """Raises if a concrete EMA decay rate is outside [0, 1) (1 divides by 0)."""
-  if isinstance(value, numbers.Real) and not 0 <= float(value) < 1:
-    raise ValueError(f"`{name}` must lie in [0, 1), got {value!r}.")
 
 
 def adam_moments(
@@ -100,18 +92,17 @@ def scale_by_proxgen(
     params to the new iterate; it must be the last transform of a chain.
   """
   _checks.check_positive("learning_rate", learning_rate)
-  check_decay_rate("b1", b1)
-  check_decay_rate("b2", b2)
+  _checks.check_decay_rate("b1", b1)
+  _checks.check_decay_rate("b2", b2)
   _checks.check_positive("eps", eps)
   _checks.check_nonnegative("reg_strength", reg_strength)
   _checks.check_max_iters(max_iters)
   _checks.check_nonnegative("rtol", rtol)
-  check_solver(solver)
+  _solvers.check_solver(solver)
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
-    check_floating_params(params)
-    resolve_specs(regularizer, params)  # Fail at init, naming the leaf.
+    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
     return ScaleByProxgenState(
       count=jnp.zeros([], jnp.int32),
       mu=optax.tree.zeros_like(params, dtype=state_dtype),
@@ -121,10 +112,7 @@ def scale_by_proxgen(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError(base.NO_PARAMS_MSG)
-    _checks.check_same_structure(updates, params)
-    specs = resolve_specs(regularizer, params)
+    specs = specs_at_update(regularizer, updates, params)
     lr = _stages.value_at(learning_rate, state.count)
     threshold = lr * _stages.value_at(reg_strength, state.count)
     t, mu, nu, a_over_lr, p = adam_moments(updates, state, b1, b2, eps)

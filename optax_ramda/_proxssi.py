@@ -7,12 +7,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import base
 
 from optax_ramda import _checks, _stages
-from optax_ramda._proxgen import adam_moments, check_decay_rate
-from optax_ramda._ramda import check_floating_params, unzip_steps
-from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
+from optax_ramda._proxgen import adam_moments
+from optax_ramda._ramda import unzip_steps
+from optax_ramda._regularizers import (
+  RegularizerArg,
+  is_spec,
+  specs_at_init,
+  specs_at_update,
+)
 
 
 class ScaleByProxssiState(NamedTuple):
@@ -55,15 +59,14 @@ def scale_by_proxssi(
     params to the new iterate; it must be the last transform of a chain.
   """
   _checks.check_positive("learning_rate", learning_rate)
-  check_decay_rate("b1", b1)
-  check_decay_rate("b2", b2)
+  _checks.check_decay_rate("b1", b1)
+  _checks.check_decay_rate("b2", b2)
   _checks.check_positive("eps", eps)
   _checks.check_nonnegative("reg_strength", reg_strength)
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
-    check_floating_params(params)
-    resolve_specs(regularizer, params)  # Fail at init, naming the leaf.
+    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
     return ScaleByProxssiState(
       count=jnp.zeros([], jnp.int32),
       mu=optax.tree.zeros_like(params, dtype=state_dtype),
@@ -73,10 +76,7 @@ def scale_by_proxssi(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError(base.NO_PARAMS_MSG)
-    _checks.check_same_structure(updates, params)
-    specs = resolve_specs(regularizer, params)
+    specs = specs_at_update(regularizer, updates, params)
     lr = _stages.value_at(learning_rate, state.count)
     threshold = lr * _stages.value_at(reg_strength, state.count)
     t, mu, nu, a_over_lr, p = adam_moments(updates, state, b1, b2, eps)

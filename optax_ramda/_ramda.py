@@ -7,11 +7,22 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import base, numerics
+from optax._src import numerics
 
 from optax_ramda import _checks, _stages
-from optax_ramda._regularizers import RegularizerArg, is_spec, resolve_specs
-from optax_ramda._solvers import Solver, Stopping, check_stopping, subgradient_tolerance
+from optax_ramda._regularizers import (
+  RegularizerArg,
+  is_spec,
+  specs_at_init,
+  specs_at_update,
+)
+from optax_ramda._solvers import (
+  Solver,
+  Stopping,
+  check_solver,
+  check_stopping,
+  subgradient_tolerance,
+)
 
 
 class ScaleByRamdaState(NamedTuple):
@@ -106,16 +117,6 @@ def cube_root(u: jax.Array) -> jax.Array:
   return y.astype(u.dtype)
 
 
-def check_floating_params(params: optax.Params) -> None:
-  """Raises, naming the leaf, if a parameter leaf is not floating point."""
-  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
-    if not jnp.issubdtype(p.dtype, jnp.floating):
-      raise ValueError(
-        f"The parameter {jax.tree_util.keystr(path)} has dtype {p.dtype}; "
-        "optimizers of optax_ramda need floating-point parameters."
-      )
-
-
 def scale_by_ramda(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
@@ -148,13 +149,11 @@ def scale_by_ramda(
   check_stopping(stopping, subgradient_tol)
   _checks.check_unit_interval("decay", decay)
   milestones = _checks.check_milestones(milestones)
-  if solver not in ("pg", "exact"):
-    raise ValueError(f"`solver` must be 'pg' or 'exact', got {solver!r}.")
+  check_solver(solver)
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
-    check_floating_params(params)
-    resolve_specs(regularizer, params)  # Fail at init, naming the leaf.
+    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
     return ScaleByRamdaState(
       count=jnp.zeros([], jnp.int32),
       stage_count=jnp.zeros([], jnp.int32),
@@ -168,10 +167,7 @@ def scale_by_ramda(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args  # Accepted, as optax.chain passes them to every transform.
-    if params is None:
-      raise ValueError(base.NO_PARAMS_MSG)
-    _checks.check_same_structure(updates, params)
-    specs = resolve_specs(regularizer, params)
+    specs = specs_at_update(regularizer, updates, params)
     count = state.count
     state = _stages.restart_at_milestones(
       state, count, milestones, lambda s: s.restart(params)

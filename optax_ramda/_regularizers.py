@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeAlias
 import jax
 import jax.numpy as jnp
 import optax
+from optax._src import base as optax_base
 
 from optax_ramda import _checks, _solvers
 
@@ -403,6 +404,30 @@ def resolve_specs(regularizer: RegularizerArg, params: Any) -> Any:
       spec = spec.check(tuple(leaf.shape), name)
     resolved.append(spec)
   return jax.tree_util.tree_unflatten(treedef, resolved)
+
+
+def specs_at_init(regularizer: RegularizerArg, params: Any) -> Any:
+  """The checks every optimizer's ``init`` runs; returns the resolved specs.
+
+  Raises:
+    ValueError: naming the leaf, for a non-floating parameter or a spec tree
+      that does not fit the params (see :func:`resolve_specs`).
+  """
+  _checks.check_floating_params(params)
+  return resolve_specs(regularizer, params)
+
+
+def specs_at_update(regularizer: RegularizerArg, updates: Any, params: Any) -> Any:
+  """The checks every optimizer's ``update`` runs; returns the resolved specs.
+
+  Raises:
+    ValueError: when `params` is missing (these optimizers compute the new
+      iterate from it), or when `updates` do not match `params` leaf by leaf.
+  """
+  if params is None:
+    raise ValueError(optax_base.NO_PARAMS_MSG)
+  _checks.check_same_structure(updates, params)
+  return resolve_specs(regularizer, params)
 
 
 def regularizer_value(params: optax.Params, regularizer: RegularizerArg) -> jax.Array:

@@ -7,14 +7,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import base, numerics
+from optax._src import numerics
 
 from optax_ramda import _checks, _stages
-from optax_ramda._ramda import check_floating_params, copy_as, unzip_steps
+from optax_ramda._ramda import copy_as, unzip_steps
 from optax_ramda._regularizers import (
   RegularizerArg,
   is_spec,
-  resolve_specs,
+  specs_at_init,
+  specs_at_update,
 )
 
 
@@ -82,8 +83,7 @@ def scale_by_rmda(
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
-    check_floating_params(params)
-    resolve_specs(regularizer, params)  # Fail at init, naming the leaf.
+    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
     return ScaleByRmdaState(
       count=jnp.zeros([], jnp.int32),
       stage_count=jnp.zeros([], jnp.int32),
@@ -96,10 +96,7 @@ def scale_by_rmda(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError(base.NO_PARAMS_MSG)
-    _checks.check_same_structure(updates, params)
-    specs = resolve_specs(regularizer, params)
+    specs = specs_at_update(regularizer, updates, params)
     count = state.count
     state = _stages.restart_at_milestones(
       state, count, milestones, lambda s: s.restart(params)

@@ -40,6 +40,12 @@ _EXACT_TOL_ULPS = 4
 _EXACT_MAX_ITERS = 40
 
 
+def check_solver(solver: str) -> None:
+  """Raises unless `solver` names a mode of the subproblem solver."""
+  if solver not in _SOLVERS:
+    raise ValueError(f"`solver` must be one of {_SOLVERS}, got {solver!r}.")
+
+
 def check_stopping(stopping: str, subgradient_tol: jax.typing.ArrayLike) -> None:
   """Raises unless `stopping` names a rule and a concrete tolerance is >= 0."""
   if stopping not in _STOPPINGS:
@@ -278,8 +284,7 @@ def solve_group_lasso(
     <https://doi.org/10.1137/0904038>`_, SIAM J. Sci. Stat. Comput., 1983
     (Newton on the reciprocal norm of a secular equation).
   """
-  if solver not in _SOLVERS:
-    raise ValueError(f"`solver` must be one of {_SOLVERS}, got {solver!r}.")
+  check_solver(solver)
   check_stopping(stopping, subgradient_tol)
   _checks.check_max_iters(max_iters)
   _checks.check_nonnegative("rtol", rtol)
