@@ -26,8 +26,9 @@ def check_floating_params(params: Any) -> None:
   for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
     if not jnp.issubdtype(p.dtype, jnp.floating):
       raise ValueError(
-        f"The parameter {jax.tree_util.keystr(path)} has dtype {p.dtype}; "
-        "optimizers of optax_ramda need floating-point parameters."
+        f"The parameter {jax.tree_util.keystr(path) or '<root>'} has dtype "
+        f"{p.dtype}; optimizers of optax_ramda need real floating-point "
+        "parameters (complex parameters are not supported)."
       )
 
 

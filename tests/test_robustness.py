@@ -292,6 +292,23 @@ def test_integer_params_raise_at_init_naming_the_leaf(name):
 
 
 @pytest.mark.parametrize("name", FACTORIES)
+def test_complex_params_raise_at_init_naming_the_leaf(name):
+  tx = OPTIMIZERS[name](1e-2)
+  with pytest.raises(ValueError, match=r"\['z'\].*complex64.*not supported"):
+    tx.init({"w": jnp.ones(2), "z": jnp.ones(2, jnp.complex64)})
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_bare_array_params_name_the_leaf_root(name):
+  tx = OPTIMIZERS[name](1e-2)
+  with pytest.raises(ValueError, match=r"The parameter <root> has dtype int32"):
+    tx.init(jnp.zeros(2, jnp.int32))
+  tx = OPTIMIZERS[name](1e-2, reg_strength=1e-2, regularizer=oxr.l1())
+  with pytest.raises(ValueError, match=r"gradient at <root> has shape \(3,\)"):
+    tx.update(jnp.ones(3), tx.init(jnp.ones(2)), jnp.ones(2))
+
+
+@pytest.mark.parametrize("name", FACTORIES)
 def test_update_without_params_raises(name):
   tx = OPTIMIZERS[name](1e-2)
   with pytest.raises(ValueError, match="params"):
