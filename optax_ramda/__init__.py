@@ -29,6 +29,7 @@ from optax_ramda._regularizers import GroupLasso as GroupLasso
 from optax_ramda._regularizers import Nuclear as Nuclear
 from optax_ramda._regularizers import Regularizer as Regularizer
 from optax_ramda._regularizers import group_lasso as group_lasso
+from optax_ramda._regularizers import is_spec as is_spec
 from optax_ramda._regularizers import l1 as l1
 from optax_ramda._regularizers import nuclear as nuclear
 from optax_ramda._regularizers import regularizer_value as regularizer_value
@@ -43,4 +44,4 @@ from optax_ramda._solvers import subgradient_tolerance as subgradient_tolerance
 from optax_ramda._sparsity import sparsity as sparsity
 from optax_ramda._sparsity import sparsity_table as sparsity_table
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

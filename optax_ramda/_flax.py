@@ -208,7 +208,7 @@ def input_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:
   * a ``DenseGeneral``/``LinearGeneral`` kernel with a ``bias`` of rank r ≥ 2
     matching its trailing axes: the last r axes are its features; spans them.
   * convolutions (``Conv``, ``ConvTranspose`` with ``transpose_kernel=False``)
-    (*window, in, out): spans every axis but ``in``: (0, 2) for 1-D, (0, 1, 3)
+    ``(*window, in, out)``: spans every axis but ``in``: (0, 2) for 1-D, (0, 1, 3)
     for 2-D, (0, 1, 2, 4) for 3-D. Rank ≥ 4 kernels are taken as convolutions
     unless their module name contains ``general``; a rank-3 kernel only if its
     module name contains ``conv`` (e.g. Linen's ``Conv_0``), since a 1-D

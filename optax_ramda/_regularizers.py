@@ -91,7 +91,7 @@ class GroupLasso(Regularizer):
 
   Attributes:
     axes: the axes that one group spans; the remaining axes index the groups.
-    weight: ``"sqrt"`` for ω_g = √|g|, or a nonnegative float used for every
+    weight: ``"sqrt"`` for ω_g = √(group size), or a nonnegative float used for every
       group.
   """
 
@@ -158,7 +158,7 @@ class GroupLasso(Regularizer):
 
 @dataclasses.dataclass(frozen=True)
 class L1(Regularizer):
-  """ℓ1 norm ψ(W) = λ Σ_i |W_i|; use :func:`l1` to build one."""
+  """ℓ1 norm ψ(W) = λ Σ_i abs(W_i); use :func:`l1` to build one."""
 
   def check(self, shape: Shape, path: str) -> L1:
     del shape, path
@@ -270,7 +270,7 @@ def group_lasso(
     axes: the axes that one group spans; the remaining axes index the groups.
       For a Flax ``Dense`` kernel of shape (in, out), ``axes=(1,)`` makes one
       group per input feature (row), the paper's convention.
-    weight: ``"sqrt"`` (default) for ω_g = √|g| with |g| the group size, or a
+    weight: ``"sqrt"`` (default) for ω_g = √n_g with n_g the group size, or a
       nonnegative float used as ω_g for every group.
 
   Returns:
@@ -300,7 +300,7 @@ def group_lasso(
 
 
 def l1() -> L1:
-  """ℓ1 spec: ψ(W) = λ Σ_i |W_i| (unstructured sparsity).
+  """ℓ1 spec: ψ(W) = λ Σ_i abs(W_i) (unstructured sparsity).
 
   Returns:
     An :class:`L1` spec, to be placed in a spec tree.
@@ -340,7 +340,31 @@ RegularizerArg: TypeAlias = SpecTree | Callable[[Any], SpecTree]
 
 
 def is_spec(x: Any) -> bool:
-  """Whether `x` is a leaf of a spec tree (a spec or ``None``)."""
+  """Whether `x` is a leaf of a spec tree (a spec or ``None``).
+
+  Specs are dataclasses, and ``None`` is an empty pytree to JAX, so a plain
+  ``jax.tree.map`` over a spec tree would skip the ``None`` entries (and
+  fail to line up with the params). Pass ``is_leaf=is_spec`` to map over a
+  spec tree, for example over the output of :func:`resolve_specs`, together
+  with the params.
+
+  Args:
+    x: any object.
+
+  Returns:
+    ``True`` for a :class:`Regularizer` spec or ``None``, else ``False``.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import optax_ramda as oxr
+    >>> oxr.is_spec(oxr.l1()), oxr.is_spec(None), oxr.is_spec({"w": None})
+    (True, True, False)
+    >>> params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+    >>> specs = oxr.resolve_specs({"w": oxr.group_lasso(axes=(1,)), "b": None}, params)
+    >>> jax.tree.map(lambda s, p: s is not None, specs, params, is_leaf=oxr.is_spec)
+    {'b': False, 'w': True}
+  """
   return x is None or isinstance(x, Regularizer)
 
 

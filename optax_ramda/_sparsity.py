@@ -40,8 +40,8 @@ def sparsity(params: optax.Params, regularizer: RegularizerArg) -> dict[str, Any
   """Reports the group and entry sparsity of `params` under a spec tree.
 
   *Weighted group sparsity* (the paper's measure) is taken over regularized
-  leaves, each group weighted by its size |g|:
-  :math:`1 − Σ_g |g|·[W_g ≠ 0] / Σ_g |g|`. *Unstructured sparsity* is the
+  leaves, each group weighted by its size n_g:
+  :math:`1 − Σ_g n_g·[W_g ≠ 0] / Σ_g n_g`. *Unstructured sparsity* is the
   fraction of exactly-zero entries over all parameters. ℓ1 leaves count each
   entry as a group of size one. Works under ``jax.jit``.
 
