@@ -190,6 +190,10 @@ class L1(Regularizer):
     rtol,
     stopping="decrease",
     subgradient_tol=0.0,
+    """The closed form (soft-thresholding, :func:`prox_l1`); 0 iterations.
+
+    The solver options are accepted and not used: nothing is iterated.
+    """
   ):
     del init, solver, max_iters, rtol, stopping, subgradient_tol  # Closed form.
     z = _solvers.prox_l1(v, d, anchor, threshold)
@@ -246,6 +250,17 @@ class Nuclear(Regularizer):
     rtol,
     stopping="decrease",
     subgradient_tol=0.0,
+    """Solves the nuclear-norm subproblem of one leaf; returns (z, iterations).
+
+    Always proximal gradient (:func:`solve_nuclear`) with this spec's own
+    `max_iters` and `rtol`: the optimizer's `solver`, `max_iters` and `rtol`
+    are accepted and **not used**, because they configure the group-lasso
+    solver (there is no ``"exact"`` solver for the nuclear norm, and each PG
+    iteration here costs an SVD). One optimizer can thus combine
+    ``solver="exact"`` for its group-lasso leaves with nuclear-norm leaves.
+    `stopping` and `subgradient_tol` apply. To change the cap or the
+    tolerance, build the spec with ``nuclear(max_iters=..., rtol=...)``.
+    """
   ):
     del solver, max_iters, rtol  # PG with this spec's own cap and tolerance.
     return _solvers.solve_nuclear(
