@@ -1,4 +1,4 @@
-"""Flax presets: the paper's channel groups for every kernel of a model (DESIGN §1).
+"""Flax presets: the paper's channel groups for every kernel of a model.
 
 Flax stores every kernel with its output features last, but the remaining axes
 differ by layer type, and the parameter tree does not record the type. The
@@ -186,9 +186,9 @@ def _channel_groups(params: Any, unknown: Unknown, side: str, caller: str) -> An
 def input_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:
   """Spec tree with one group per input feature/channel of every kernel.
 
-  The paper's grouping (DESIGN §1): zeroing a group removes one input of a
-  layer. Usable directly as ``regularizer=oxr.input_channel_groups``; it
-  accepts Linen param dicts (or whole ``variables``), ``nnx.State`` trees with
+  The paper's grouping (docs/algorithm.md#the-problem-and-the-regularizers):
+  zeroing a group removes one input of a layer. Usable directly as
+  ``regularizer=oxr.input_channel_groups``; it accepts Linen param dicts (or whole ``variables``), ``nnx.State`` trees with
   or without their ``.value`` entries (``nnx.Optimizer`` passes both), and
   ``nnx.Module`` objects (whose types then decide every layout exactly).
 

@@ -77,7 +77,7 @@ class Regularizer:
     stopping: str = "decrease",
     subgradient_tol: jax.typing.ArrayLike = 0.0,
   ) -> tuple[jax.Array, jax.Array]:
-    """Solves the DESIGN §3 subproblem of one leaf; returns (z, iterations).
+    """Solves the subproblem of one leaf; returns (z, iterations).
 
     `solver`, `max_iters`, `rtol`, `stopping` and `subgradient_tol` are those of
     :func:`solve_group_lasso`; a spec with its own solver may ignore them.

@@ -1,4 +1,7 @@
-"""Solvers for the per-leaf subproblem of RAMDA and its baselines (DESIGN §3).
+"""Solvers for the per-leaf subproblem of RAMDA and its baselines.
+
+The mathematics (screening, the stopping rules, the exact solver) is in
+docs/algorithm.md#the-subproblem.
 
 For one leaf, with preconditioner ``d > 0``, dual average ``v``, anchor ``W⁰``
 and threshold ``τ``, the subproblem is
@@ -184,7 +187,7 @@ def solve_group_lasso(
   stopping: Stopping = "decrease",
   subgradient_tol: jax.typing.ArrayLike = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
-  r"""Solves the group-lasso subproblem of one leaf (DESIGN §3).
+  r"""Solves the group-lasso subproblem of one leaf.
 
   .. math::
 
@@ -336,7 +339,7 @@ def solve_nuclear(
   stopping: Stopping = "decrease",
   subgradient_tol: jax.typing.ArrayLike = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
-  r"""Solves the nuclear-norm subproblem of one 2-D leaf (DESIGN §3).
+  r"""Solves the nuclear-norm subproblem of one 2-D leaf.
 
   .. math::
 

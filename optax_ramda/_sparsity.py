@@ -1,4 +1,7 @@
-"""Structure reports: how much of a model a regularizer has zeroed (DESIGN §1)."""
+"""Structure reports: how much of a model a regularizer has zeroed.
+
+The measures are defined in docs/algorithm.md#the-problem-and-the-regularizers.
+"""
 
 from __future__ import annotations
 

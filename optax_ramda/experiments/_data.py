@@ -1,7 +1,8 @@
 """Array data sets for the experiments: built-in offline ones and .npz files.
 
 Every task reads a :class:`Dataset`: training and test arrays with integer
-labels, whatever their origin. The built-in sets need no network (DESIGN §7):
+labels, whatever their origin. The built-in sets need no network
+(docs/algorithm.md#experiments-data-and-hyperparameters):
 scikit-learn's ``load_digits`` ships with the package and ``mnist1d`` is
 generated procedurally. A user's own data is an ``.npz`` file holding the four
 arrays ``x_train``, ``y_train``, ``x_test`` and ``y_test``.
