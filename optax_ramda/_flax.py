@@ -188,9 +188,10 @@ def input_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:
 
   The paper's grouping (docs/algorithm.md#the-problem-and-the-regularizers):
   zeroing a group removes one input of a layer. Usable directly as
-  ``regularizer=oxr.input_channel_groups``; it accepts Linen param dicts (or whole ``variables``), ``nnx.State`` trees with
-  or without their ``.value`` entries (``nnx.Optimizer`` passes both), and
-  ``nnx.Module`` objects (whose types then decide every layout exactly).
+  ``regularizer=oxr.input_channel_groups``; it accepts Linen param dicts (or
+  whole ``variables``), ``nnx.State`` trees with or without their ``.value``
+  entries (``nnx.Optimizer`` passes both), and ``nnx.Module`` objects (whose
+  types then decide every layout exactly).
 
   Rules, by leaf name and rank (spans = the axes one group spans):
 
