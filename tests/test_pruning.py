@@ -247,3 +247,46 @@ def test_unsupported_chains_raise():
   flat = [_flatten, nnx.Linear(8, 2, rngs=rngs)]
   with pytest.raises(ValueError, match="prune_inputs=True"):
     oxr.prune_input_channels(flat, jnp.ones((3, 2, 4)), prune_inputs=True)
+  # Nothing to prune at all.
+  with pytest.raises(ValueError, match="no Linear/Dense/Conv layer"):
+    oxr.prune_input_channels([nnx.relu], x)
+  # A BatchNorm over another axis than the last.
+  across = nnx.BatchNorm(3, axis=0, rngs=rngs)
+  with pytest.raises(ValueError, match=r"layer 1 \(BatchNorm\).*last axis"):
+    oxr.prune_input_channels(_two_linears(across), x)
+  # A BatchNorm whose width matches neither the channels nor the rows after it.
+  folded = [
+    nnx.Linear(4, 6, rngs=rngs),
+    lambda h: h.reshape(h.shape[0], 2, 3),
+    nnx.BatchNorm(3, rngs=rngs),
+    lambda h: h.reshape(h.shape[0], 6),
+    nnx.Linear(6, 2, rngs=rngs),
+  ]
+  with pytest.raises(ValueError, match=r"has 3 features, matching neither the 6"):
+    oxr.prune_input_channels(folded, x)
+  # Something that is neither a module nor callable.
+  with pytest.raises(ValueError, match=r"layer 1 \(int\) is not callable"):
+    oxr.prune_input_channels(_two_linears(3), x)
+
+
+class _CalledTwice(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    dense = nn.Dense(4)
+    return dense(dense(x))
+
+
+def test_unsupported_linen_variables_raise():
+  x = jnp.ones((2, 4))
+  module = _CalledTwice()
+  variables = module.init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="Dense_0 is called 2 times; need once"):
+    oxr.prune_linen_params(module, variables, ["Dense_0"], x)
+  vector = {"params": {"Dense_0": {"kernel": jnp.ones(4)}}}
+  with pytest.raises(ValueError, match="Dense_0: a kernel of rank 1"):
+    oxr.prune_linen_params(module, vector, ["Dense_0"], x)
+  embed = {"params": {"Embed_0": {"embedding": jnp.ones((5, 4))}}}
+  with pytest.raises(
+    ValueError, match=r"Embed_0: a layer with parameters \['embedding'\]"
+  ):
+    oxr.prune_linen_params(module, embed, ["Embed_0"], x)
