@@ -79,6 +79,34 @@ def check_milestones(milestones: Sequence[int]) -> tuple[int, ...]:
   return out
 
 
+def check_ramp(momentum_ramp: Any, ramp_start: Any) -> Any:
+  """Checks `momentum_ramp` and `ramp_start`; returns `ramp_start`.
+
+  A concrete `ramp_start` must be an integer >= 0; an integer array (what
+  ``optax.inject_hyperparams`` feeds in, possibly traced) is accepted as is.
+  """
+  if not isinstance(momentum_ramp, bool):
+    raise ValueError(f"`momentum_ramp` must be a bool, got {momentum_ramp!r}.")
+  if ramp_start is None:
+    return None
+  if isinstance(ramp_start, bool) or not (
+    isinstance(ramp_start, numbers.Integral)
+    or jnp.issubdtype(getattr(ramp_start, "dtype", float), jnp.integer)
+  ):
+    raise ValueError(
+      f"`ramp_start` must be a step count (an integer >= 0) or None, got "
+      f"{ramp_start!r}."
+    )
+  if isinstance(ramp_start, numbers.Integral) and ramp_start < 0:
+    raise ValueError(f"`ramp_start` must be >= 0, got {ramp_start!r}.")
+  if not momentum_ramp:
+    raise ValueError(
+      f"`ramp_start={ramp_start!r}` asks for a ramp that `momentum_ramp=False` "
+      "turns off; pass one or the other."
+    )
+  return ramp_start
+
+
 def check_same_structure(updates: Any, params: Any) -> None:
   """Raises, naming the first mismatching leaf, unless `updates` fit `params`.
 

@@ -1,19 +1,15 @@
-"""ProxSGD: proximal SGD with momentum, unit step (DESIGN §4)."""
-
-from __future__ import annotations
+"""ProxSGD: proximal SGD with momentum, unit step (docs/algorithm.md)."""
 
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import numerics
 
 from optax_ramda import _checks, _stages
-from optax_ramda._ramda import unzip_steps
+from optax_ramda._common import map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
-  is_spec,
   specs_at_init,
   specs_at_update,
 )
@@ -42,9 +38,9 @@ class _LeafStep(NamedTuple):
 def scale_by_prox_sgd(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The ProxSGD transform; see :func:`prox_sgd` for the update rule and arguments.
@@ -63,7 +59,7 @@ def scale_by_prox_sgd(
     return ScaleByProxSgdState(
       count=jnp.zeros([], jnp.int32),
       trace=optax.tree.zeros_like(params, dtype=state_dtype),
-      iterations=jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params),
+      iterations=zero_iterations(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -85,10 +81,9 @@ def scale_by_prox_sgd(
         z, iters = spec.prox(x, threshold, w)
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
-    steps = jax.tree.map(leaf_step, specs, params, trace, is_leaf=is_spec)
-    steps = unzip_steps(steps, _LeafStep)
+    steps = map_leaf_steps(leaf_step, _LeafStep, specs, params, trace)
     new_state = ScaleByProxSgdState(
-      count=numerics.safe_increment(state.count),
+      count=optax.safe_increment(state.count),
       trace=trace,
       iterations=steps.iterations,
     )
@@ -100,9 +95,9 @@ def scale_by_prox_sgd(
 def prox_sgd(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Proximal stochastic gradient with momentum (ProxSGD), unit step.
@@ -164,5 +159,9 @@ def prox_sgd(
     <https://openreview.net/forum?id=HygpthEtvr>`_, ICLR 2020.
   """
   return scale_by_prox_sgd(
-    learning_rate, momentum, reg_strength, regularizer, state_dtype=state_dtype
+    learning_rate,
+    momentum,
+    reg_strength=reg_strength,
+    regularizer=regularizer,
+    state_dtype=state_dtype,
   )

@@ -1,19 +1,15 @@
-"""ProxGen in its Adam form, "ProxAdamW" (DESIGN §4)."""
-
-from __future__ import annotations
+"""ProxGen in its Adam form, "ProxAdamW" (docs/algorithm.md)."""
 
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import numerics
 
 from optax_ramda import _checks, _solvers, _stages
-from optax_ramda._ramda import unzip_steps
+from optax_ramda._common import adam_moments, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
-  is_spec,
   specs_at_init,
   specs_at_update,
 )
@@ -43,43 +39,14 @@ class _LeafStep(NamedTuple):
   iterations: jax.Array
 
 
-def adam_moments(
-  updates: optax.Updates,
-  state: Any,
-  b1: Any,
-  b2: Any,
-  eps: Any,
-) -> tuple[jax.Array, optax.Updates, optax.Updates, jax.Array, optax.Updates]:
-  """Bias-corrected Adam quantities shared by ProxGen and ProxSSI.
-
-  Returns:
-    ``(t, mu, nu, a_over_lr, p)``: the step number t, the new moments, the
-    first-moment correction 1/(1 − β₁ᵗ) and the preconditioner
-    P = √v/√(1 − β₂ᵗ) + ε per leaf (in the moments' dtype, float32 at least).
-  """
-  t = numerics.safe_increment(state.count)
-  mu = optax.tree.update_moment(updates, state.mu, b1, 1)
-  # g² in the wider of the gradient and moment dtypes: a float16 g² is flushed
-  # to 0 for |g| ≲ 8e-3, which leaves P = ε and a step of a·m/ε.
-  wide = jax.tree.map(
-    lambda g, v: g.astype(jnp.promote_types(g.dtype, v.dtype)), updates, state.nu
-  )
-  nu = optax.tree.update_moment_per_elem_norm(wide, state.nu, b2, 2)
-  tf = t.astype(jnp.result_type(float))
-  a_over_lr = 1 / (1 - jnp.asarray(b1, tf.dtype) ** tf)
-  sqrt_bc2 = jnp.sqrt(1 - jnp.asarray(b2, tf.dtype) ** tf)
-  p = jax.tree.map(lambda v: jnp.sqrt(v) / sqrt_bc2 + eps, nu)
-  return t, mu, nu, a_over_lr, p
-
-
 def scale_by_proxgen(
   learning_rate: optax.ScalarOrSchedule,
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   solver: Solver = "pg",
   max_iters: int = 100,
   rtol: float = 1e-8,
@@ -107,7 +74,7 @@ def scale_by_proxgen(
       count=jnp.zeros([], jnp.int32),
       mu=optax.tree.zeros_like(params, dtype=state_dtype),
       nu=optax.tree.zeros_like(params, dtype=state_dtype),
-      iterations=jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params),
+      iterations=zero_iterations(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -115,10 +82,12 @@ def scale_by_proxgen(
     specs = specs_at_update(regularizer, updates, params)
     lr = _stages.value_at(learning_rate, state.count)
     threshold = lr * _stages.value_at(reg_strength, state.count)
-    t, mu, nu, a_over_lr, p = adam_moments(updates, state, b1, b2, eps)
-    a = lr * a_over_lr  # a = η/(1 − β₁ᵗ)
+    moments = adam_moments(updates, state.count, state.mu, state.nu, b1, b2)
+    a = lr * moments.inv_bc1  # a = η/(1 − β₁ᵗ)
 
-    def leaf_step(spec, w, m, p):
+    def leaf_step(spec, w, m, v):
+      # P = √v/√(1 − β₂ᵗ) + ε, in float32 at least (the correction's dtype).
+      p = jnp.sqrt(v) / moments.sqrt_bc2 + eps
       am = (a * m).astype(p.dtype)
       if spec is None:  # Plain Adam: w ← w − a·m/P.
         return _LeafStep((-am / p).astype(w.dtype), jnp.zeros([], jnp.int32))
@@ -128,9 +97,10 @@ def scale_by_proxgen(
       )
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
-    steps = jax.tree.map(leaf_step, specs, params, mu, p, is_leaf=is_spec)
-    steps = unzip_steps(steps, _LeafStep)
-    new_state = ScaleByProxgenState(count=t, mu=mu, nu=nu, iterations=steps.iterations)
+    steps = map_leaf_steps(leaf_step, _LeafStep, specs, params, moments.mu, moments.nu)
+    new_state = ScaleByProxgenState(
+      count=moments.count, mu=moments.mu, nu=moments.nu, iterations=steps.iterations
+    )
     return steps.update, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -141,9 +111,9 @@ def proxgen(
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   solver: Solver = "pg",
   max_iters: int = 100,
   rtol: float = 1e-8,
@@ -220,8 +190,8 @@ def proxgen(
     b1,
     b2,
     eps,
-    reg_strength,
-    regularizer,
+    reg_strength=reg_strength,
+    regularizer=regularizer,
     solver=solver,
     max_iters=max_iters,
     rtol=rtol,

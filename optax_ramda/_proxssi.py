@@ -1,6 +1,4 @@
-"""ProxSSI: an Adam step, then the exact weighted proximal step (DESIGN §4)."""
-
-from __future__ import annotations
+"""ProxSSI: an Adam step, then the exact weighted proximal step (docs/algorithm.md)."""
 
 from typing import Any, NamedTuple
 
@@ -9,11 +7,9 @@ import jax.numpy as jnp
 import optax
 
 from optax_ramda import _checks, _stages
-from optax_ramda._proxgen import adam_moments
-from optax_ramda._ramda import unzip_steps
+from optax_ramda._common import adam_moments, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
-  is_spec,
   specs_at_init,
   specs_at_update,
 )
@@ -47,9 +43,9 @@ def scale_by_proxssi(
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-6,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The ProxSSI transform; see :func:`proxssi` for the update rule and arguments.
@@ -71,7 +67,7 @@ def scale_by_proxssi(
       count=jnp.zeros([], jnp.int32),
       mu=optax.tree.zeros_like(params, dtype=state_dtype),
       nu=optax.tree.zeros_like(params, dtype=state_dtype),
-      iterations=jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params),
+      iterations=zero_iterations(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -79,27 +75,31 @@ def scale_by_proxssi(
     specs = specs_at_update(regularizer, updates, params)
     lr = _stages.value_at(learning_rate, state.count)
     threshold = lr * _stages.value_at(reg_strength, state.count)
-    t, mu, nu, a_over_lr, p = adam_moments(updates, state, b1, b2, eps)
-    a = lr * a_over_lr
+    moments = adam_moments(updates, state.count, state.mu, state.nu, b1, b2)
+    # The authors' Adam step (Hugging Face AdamW style): the bias corrections
+    # go into the step size, and ε is added to the *uncorrected* root.
+    step_size = lr * moments.sqrt_bc2 * moments.inv_bc1
 
-    def leaf_step(spec, w, m, p):
-      step = (a * m).astype(p.dtype) / p  # The Adam step: x = w − a·m/P.
+    def leaf_step(spec, w, m, v):
+      # The uncorrected metric √v + ε, in float32 at least (as w − x is).
+      p = jnp.sqrt(v.astype(jnp.promote_types(v.dtype, jnp.float32))) + eps
+      x = w - (step_size * (m / p)).astype(p.dtype)
       if spec is None:
-        return _LeafStep((-step).astype(w.dtype), jnp.zeros([], jnp.int32))
-      # The weighted prox: argmin_z ½ Σ P_i (z_i − x_i)² + ηλ ψ̄(z), which is
-      # the shared subproblem with V = 0, D = P and anchor x. For a group lasso
+        return _LeafStep((x - w).astype(w.dtype), jnp.zeros([], jnp.int32))
+      # The weighted prox: argmin_z ½ Σ p_i (z_i − x_i)² + ηλ ψ̄(z), which is
+      # the shared subproblem with V = 0, D = p and anchor x. For a group lasso
       # "exact" is the per-group Newton on the secular equation; a spec without
       # it (nuclear) runs its iterative solver, warm-started at w: the solution
       # is near w, not x, once the iterates settle.
-      x = w - step
       z, iters = spec.solve(
         jnp.zeros_like(x), p, x, threshold, w, solver="exact", max_iters=100, rtol=1e-8
       )
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
-    steps = jax.tree.map(leaf_step, specs, params, mu, p, is_leaf=is_spec)
-    steps = unzip_steps(steps, _LeafStep)
-    new_state = ScaleByProxssiState(count=t, mu=mu, nu=nu, iterations=steps.iterations)
+    steps = map_leaf_steps(leaf_step, _LeafStep, specs, params, moments.mu, moments.nu)
+    new_state = ScaleByProxssiState(
+      count=moments.count, mu=moments.mu, nu=moments.nu, iterations=steps.iterations
+    )
     return steps.update, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -110,42 +110,45 @@ def proxssi(
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-6,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""ProxSSI: Adam with an exact weighted proximal step.
 
-  A bias-corrected Adam step followed by the proximal operator of the
-  regularizer in the metric of Adam's preconditioner. At step :math:`t` with
-  gradient :math:`g` at the weights :math:`w`:
+  An Adam step followed by the proximal operator of the regularizer in the
+  metric of Adam's preconditioner, as Deleu & Bengio's code (and the RAMDA
+  authors' experiments) run it. At step :math:`t` with gradient :math:`g` at
+  the weights :math:`w`:
 
   .. math::
 
-    m &← β_1 m + (1 - β_1) g, \qquad v ← β_2 v + (1 - β_2) g^2, \\
-    P &= \frac{\sqrt{v}}{\sqrt{1 - β_2^t}} + ε, \qquad
-      x = w - \frac{η}{1 - β_1^t} \frac{m}{P}, \\
-    w &← \arg\min_z \tfrac12 \sum_i P_i (z_i - x_i)^2 + η ψ(z),
+    m &← β_1 m + (1 - β_1) g, \qquad v ← β_2 v + (1 - β_2) g^2, \qquad
+      p = \sqrt{v} + ε, \\
+    x &= w - η \frac{\sqrt{1 - β_2^t}}{1 - β_1^t} \frac{m}{p}, \\
+    w &← \arg\min_z \tfrac12 \sum_i p_i (z_i - x_i)^2 + η ψ(z),
 
   where :math:`η` is `learning_rate` (a schedule is allowed), :math:`β_1,
   β_2, ε` are `b1`, `b2`, `eps`, and :math:`ψ = λ × ` the leaf's regularizer
-  with :math:`λ` = `reg_strength`. For a group lasso the weighted prox is
-  :math:`z_g = P_g x_g / (P_g + μ_g)` with :math:`μ_g` the root of the
-  secular equation :math:`μ ‖P_g x_g / (P_g + μ)‖ = ηλω_g` (zero groups when
-  :math:`‖P_g x_g‖ ≤ ηλω_g`), found to machine precision by the shared
+  with :math:`λ` = `reg_strength`. Unlike :func:`proxgen`, ε is added to the
+  *uncorrected* root (as in Hugging Face's AdamW) and the prox uses the
+  uncorrected metric :math:`p`: early in training the threshold is
+  :math:`1/\sqrt{1 - β_2^t}` times stronger than ProxGen's (31.6× at
+  :math:`t = 1` with :math:`β_2 = 0.999`). For a group lasso the weighted prox
+  is :math:`z_g = p_g x_g / (p_g + μ_g)` with :math:`μ_g` the root of the
+  secular equation :math:`μ ‖p_g x_g / (p_g + μ)‖ = ηλω_g` (zero groups when
+  :math:`‖p_g x_g‖ ≤ ηλω_g`), found to machine precision by the shared
   ``"exact"`` solver (safeguarded Newton, see :func:`solve_group_lasso`); for
-  ℓ1 it is the soft-threshold of :math:`x_i` at :math:`ηλ/P_i`; other specs
+  ℓ1 it is the soft-threshold of :math:`x_i` at :math:`ηλ/p_i`; other specs
   (:func:`nuclear`) use their own iterative solver, warm-started at :math:`w`.
-  Unregularized leaves take the Adam step; with :math:`λ = 0` ProxSSI is
-  :func:`optax.adam`.
-  It is :func:`proxgen` with ``solver="exact"`` and a larger ε.
+  Unregularized leaves take the Adam step :math:`w ← x`.
 
   Args:
     learning_rate: η, a float or a schedule of the step count.
     b1: β₁ ∈ [0, 1), the first-moment decay.
     b2: β₂ ∈ [0, 1), the second-moment decay.
-    eps: ε > 0, added after the bias-corrected square root.
+    eps: ε > 0, added to the uncorrected square root √v.
     reg_strength: λ ≥ 0, a float or a schedule.
     regularizer: a spec tree (or callable ``params -> spec tree``) as for
       :func:`ramda`; ``None`` (default) leaves every parameter unregularized.
@@ -183,7 +186,7 @@ def proxssi(
     b1,
     b2,
     eps,
-    reg_strength,
-    regularizer,
+    reg_strength=reg_strength,
+    regularizer=regularizer,
     state_dtype=state_dtype,
   )

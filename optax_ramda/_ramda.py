@@ -1,18 +1,15 @@
-"""RAMDA: Regularized Adaptive Momentum Dual Averaging (DESIGN §2)."""
-
-from __future__ import annotations
+"""RAMDA: Regularized Adaptive Momentum Dual Averaging (docs/algorithm.md)."""
 
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import numerics
 
 from optax_ramda import _checks, _stages
+from optax_ramda._common import copy_as, cube_root, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
-  is_spec,
   specs_at_init,
   specs_at_update,
 )
@@ -49,7 +46,7 @@ class ScaleByRamdaState(NamedTuple):
   prox: optax.Params
   iterations: Any
 
-  def restart(self, params: optax.Params) -> ScaleByRamdaState:
+  def restart(self, params: optax.Params) -> "ScaleByRamdaState":
     """Restarts the dual average at `params` (W⁰ ← params; V, U, α, k ← 0)."""
     return self._replace(
       stage_count=jnp.zeros_like(self.stage_count),
@@ -68,62 +65,13 @@ class _LeafStep(NamedTuple):
   iterations: jax.Array
 
 
-def unzip_steps(steps: Any, step_type: Any) -> Any:
-  """A params-shaped tree of `step_type` NamedTuples → a `step_type` of trees.
-
-  Unlike ``jax.tree.transpose``, this also works for params without leaves
-  (``{}``, or what ``optax.partition`` hands an optimizer with nothing to do).
-  """
-
-  def is_step(x):
-    return isinstance(x, step_type)
-
-  return step_type(
-    *(
-      jax.tree.map(lambda step, i=i: step[i], steps, is_leaf=is_step)
-      for i in range(len(step_type._fields))
-    )
-  )
-
-
-def copy_as(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
-  """A fresh copy of `x` in `dtype`: never an alias, so it can be donated."""
-  if isinstance(x, jax.ShapeDtypeStruct):
-    raise ValueError(
-      "This optimizer's state holds a copy of the params, and a "
-      "jax.ShapeDtypeStruct has no values to copy; for an abstract state use "
-      "jax.eval_shape(tx.init, params)."
-    )
-  # Under jit this copy takes the sharding of `x`; eagerly, jnp.array keeps it.
-  return jnp.array(x, dtype=dtype, copy=True)
-
-
-def cube_root(u: jax.Array) -> jax.Array:
-  """∛u for u ≥ 0 (+0 → +0, inf → inf, NaN → NaN), to within ~1 ulp.
-
-  On XLA:CPU ``jnp.cbrt`` takes 30-40× the time of an elementwise multiply,
-  which made it the largest part of a RAMDA (and a MADGRAD) step on CPU.
-  Here ``exp(log(u)/3)`` (a few ulp off) is corrected by one Newton step on
-  y³ = u: ~6× faster than ``jnp.cbrt`` on CPU in float32 (~1.5× in
-  float64), and at least as accurate (≤ 0.7 ulp in float32, ≤ 1 ulp in
-  float64 over the normal range; see BENCHMARKS.md). Narrow floats are
-  computed in float32.
-  """
-  x = u.astype(jnp.promote_types(u.dtype, jnp.float32))
-  y = jnp.exp(jnp.log(x) / 3)
-  ok = (y > 0) & jnp.isfinite(y)
-  y_ok = jnp.where(ok, y, 1)
-  y = jnp.where(ok, y_ok - (y_ok - x / jnp.square(y_ok)) / 3, y)
-  return y.astype(u.dtype)
-
-
 def scale_by_ramda(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
   eps: float = 1e-6,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   solver: Solver = "pg",
   max_iters: int = 100,
   rtol: float = 1e-8,
@@ -132,6 +80,7 @@ def scale_by_ramda(
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
   momentum_ramp: bool = True,
+  ramp_start: int | None = None,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   """The RAMDA transform; see :func:`ramda` for the update rule and arguments.
@@ -149,6 +98,9 @@ def scale_by_ramda(
   check_stopping(stopping, subgradient_tol)
   _checks.check_unit_interval("decay", decay)
   milestones = _checks.check_milestones(milestones)
+  ramp_start = _stages.ramp_start_of(
+    momentum_ramp, _checks.check_ramp(momentum_ramp, ramp_start), milestones
+  )
   check_solver(solver)
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
@@ -162,7 +114,7 @@ def scale_by_ramda(
       grad_sq_sum=optax.tree.zeros_like(params, dtype=state_dtype),
       anchor=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
       prox=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
-      iterations=jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params),
+      iterations=zero_iterations(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -177,14 +129,12 @@ def scale_by_ramda(
     lr = _stages.value_at(learning_rate, count) * stage_decay
     eps_t = jnp.asarray(eps, state.alpha.dtype) * stage_decay
 
-    # §2 steps 1-3: k ← k + 1, s = η√k, α ← α + s.
+    # Steps 1-3 of the RAMDA step: k ← k + 1, s = η√k, α ← α + s.
     k = state.stage_count + 1
     s = (lr * jnp.sqrt(k.astype(lr.dtype))).astype(state.alpha.dtype)
     alpha = state.alpha + s
     threshold = alpha * _stages.value_at(reg_strength, count)
-    c = _stages.averaging_weight(
-      _stages.value_at(momentum, count), k, stage, len(milestones), momentum_ramp
-    )
+    c = _stages.averaging_weight(_stages.value_at(momentum, count), count, ramp_start)
 
     def leaf_step(spec, g, w, v, u, anchor):
       sg = s * g  # U gains (s·g)·g: it overflows only where s·g² itself does.
@@ -209,19 +159,18 @@ def scale_by_ramda(
       w_new = ((1 - c) * w + c * z).astype(w.dtype)
       return _LeafStep(w_new - w, v, u, z, iters)
 
-    steps = jax.tree.map(
+    steps = map_leaf_steps(
       leaf_step,
+      _LeafStep,
       specs,
       updates,
       params,
       state.grad_sum,
       state.grad_sq_sum,
       state.anchor,
-      is_leaf=is_spec,
     )
-    steps = unzip_steps(steps, _LeafStep)
     new_state = ScaleByRamdaState(
-      count=numerics.safe_increment(count),
+      count=optax.safe_increment(count),
       stage_count=k,
       alpha=alpha,
       grad_sum=steps.grad_sum,
@@ -239,9 +188,9 @@ def ramda(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
   eps: float = 1e-6,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   solver: Solver = "pg",
   max_iters: int = 100,
   rtol: float = 1e-8,
@@ -250,6 +199,7 @@ def ramda(
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
   momentum_ramp: bool = True,
+  ramp_start: int | None = None,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   r"""Regularized Adaptive Momentum Dual Averaging (RAMDA).
@@ -277,11 +227,19 @@ def ramda(
 
   Stages: when the step count reaches one of `milestones`, :math:`η` and
   :math:`ε` are multiplied by `decay` and the dual average restarts at the
-  current weights (:math:`W^0 ← w`; :math:`V, U, α, k ← 0`). In the final
-  stage (the whole run if there are no milestones) the averaging weight ramps
-  as :math:`c = \min(c_0 \sqrt{k + 1}, 1)` when `momentum_ramp` is set, so
-  the model weights become the exactly structured :math:`\hat W`. Before that,
-  :func:`prox_iterate` returns :math:`\hat W` from the state.
+  current weights (:math:`W^0 ← w`; :math:`V, U, α, k ← 0`).
+
+  The ramp: the model weights :math:`w` average the :math:`\hat W_k`, so they
+  become exactly structured only once :math:`c` reaches one. On the
+  :math:`r`-th step of the ramp (:math:`r = 1, 2, …`) the averaging weight is
+  :math:`c = \min(c_0 \sqrt{r}, 1)`: the first step still uses :math:`c_0`,
+  and :math:`c = 1` from step :math:`⌈1/c_0^2⌉` on. With milestones the ramp
+  runs through the final stage (after the last milestone), as in the paper;
+  without milestones there is no final stage and :math:`c` stays
+  :math:`c_0`, so that with :math:`λ = 0` RAMDA is MADGRAD. When the learning
+  rate follows an Optax schedule instead of milestones, `ramp_start` starts
+  the ramp at a given step. At any time :func:`prox_iterate` returns
+  :math:`\hat W` from the state.
 
   Args:
     learning_rate: η, a float or a schedule of the step count.
@@ -311,7 +269,11 @@ def ramda(
       about as accurate as the ``"decrease"`` rule early in training.
     milestones: step counts at which a new stage starts (strictly increasing).
     decay: γ ∈ (0, 1], the factor applied to η and ε at each milestone.
-    momentum_ramp: ramp the averaging weight in the final stage.
+    momentum_ramp: ramp the averaging weight (from the last milestone, or
+      from `ramp_start`); ``False`` keeps c = c₀ throughout.
+    ramp_start: the step count (updates applied before the ramp's first
+      step, an integer ≥ 0) at which the ramp begins; ``None`` (default): at
+      the last milestone, or no ramp without milestones.
     state_dtype: dtype of V, U, W⁰ and Ŵ; defaults to each parameter's dtype.
 
   Returns:
@@ -362,8 +324,8 @@ def ramda(
     learning_rate,
     momentum,
     eps,
-    reg_strength,
-    regularizer,
+    reg_strength=reg_strength,
+    regularizer=regularizer,
     solver=solver,
     max_iters=max_iters,
     rtol=rtol,
@@ -372,6 +334,7 @@ def ramda(
     milestones=milestones,
     decay=decay,
     momentum_ramp=momentum_ramp,
+    ramp_start=ramp_start,
     state_dtype=state_dtype,
   )
 

@@ -14,7 +14,6 @@ from typing import Any, Literal, TypeAlias
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import base as optax_base
 
 from optax_ramda import _checks, _solvers
 
@@ -190,11 +189,11 @@ class L1(Regularizer):
     rtol,
     stopping="decrease",
     subgradient_tol=0.0,
+  ):
     """The closed form (soft-thresholding, :func:`prox_l1`); 0 iterations.
 
     The solver options are accepted and not used: nothing is iterated.
     """
-  ):
     del init, solver, max_iters, rtol, stopping, subgradient_tol  # Closed form.
     z = _solvers.prox_l1(v, d, anchor, threshold)
     return z, jnp.zeros([], jnp.int32)
@@ -250,6 +249,7 @@ class Nuclear(Regularizer):
     rtol,
     stopping="decrease",
     subgradient_tol=0.0,
+  ):
     """Solves the nuclear-norm subproblem of one leaf; returns (z, iterations).
 
     Always proximal gradient (:func:`solve_nuclear`) with this spec's own
@@ -261,7 +261,6 @@ class Nuclear(Regularizer):
     `stopping` and `subgradient_tol` apply. To change the cap or the
     tolerance, build the spec with ``nuclear(max_iters=..., rtol=...)``.
     """
-  ):
     del solver, max_iters, rtol  # PG with this spec's own cap and tolerance.
     return _solvers.solve_nuclear(
       v,
@@ -445,6 +444,12 @@ def resolve_specs(regularizer: RegularizerArg, params: Any) -> Any:
   return jax.tree_util.tree_unflatten(treedef, resolved)
 
 
+NO_PARAMS_MSG = (
+  "This optimizer computes its new iterate from the parameters: call "
+  "`update(updates, state, params)` with the current params."
+)
+
+
 def specs_at_init(regularizer: RegularizerArg, params: Any) -> Any:
   """The checks every optimizer's ``init`` runs; returns the resolved specs.
 
@@ -464,7 +469,7 @@ def specs_at_update(regularizer: RegularizerArg, updates: Any, params: Any) -> A
       iterate from it), or when `updates` do not match `params` leaf by leaf.
   """
   if params is None:
-    raise ValueError(optax_base.NO_PARAMS_MSG)
+    raise ValueError(NO_PARAMS_MSG)
   _checks.check_same_structure(updates, params)
   return resolve_specs(regularizer, params)
 

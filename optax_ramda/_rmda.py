@@ -1,19 +1,15 @@
-"""RMDA: Regularized Modernized Dual Averaging (DESIGN §4), RAMDA without U."""
-
-from __future__ import annotations
+"""RMDA: Regularized Modernized Dual Averaging, RAMDA without U (docs/algorithm.md)."""
 
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src import numerics
 
 from optax_ramda import _checks, _stages
-from optax_ramda._ramda import copy_as, unzip_steps
+from optax_ramda._common import copy_as, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
-  is_spec,
   specs_at_init,
   specs_at_update,
 )
@@ -41,7 +37,7 @@ class ScaleByRmdaState(NamedTuple):
   prox: optax.Params
   iterations: Any
 
-  def restart(self, params: optax.Params) -> ScaleByRmdaState:
+  def restart(self, params: optax.Params) -> "ScaleByRmdaState":
     """Restarts the dual average at `params` (W⁰ ← params; V, α, k ← 0)."""
     return self._replace(
       stage_count=jnp.zeros_like(self.stage_count),
@@ -61,12 +57,13 @@ class _LeafStep(NamedTuple):
 def scale_by_rmda(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
   momentum_ramp: bool = True,
+  ramp_start: int | None = None,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The RMDA transform; see :func:`rmda` for the update rule and arguments.
@@ -80,6 +77,9 @@ def scale_by_rmda(
   _checks.check_nonnegative("reg_strength", reg_strength)
   _checks.check_unit_interval("decay", decay)
   milestones = _checks.check_milestones(milestones)
+  ramp_start = _stages.ramp_start_of(
+    momentum_ramp, _checks.check_ramp(momentum_ramp, ramp_start), milestones
+  )
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
@@ -91,7 +91,7 @@ def scale_by_rmda(
       grad_sum=optax.tree.zeros_like(params, dtype=state_dtype),
       anchor=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
       prox=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
-      iterations=jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params),
+      iterations=zero_iterations(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -111,9 +111,7 @@ def scale_by_rmda(
     s = (lr * sqrt_k).astype(state.alpha.dtype)
     alpha = state.alpha + s
     threshold = alpha / sqrt_k * _stages.value_at(reg_strength, count)
-    c = _stages.averaging_weight(
-      _stages.value_at(momentum, count), k, stage, len(milestones), momentum_ramp
-    )
+    c = _stages.averaging_weight(_stages.value_at(momentum, count), count, ramp_start)
 
     def leaf_step(spec, g, w, v, anchor):
       v = v + (s * g).astype(v.dtype)
@@ -125,18 +123,11 @@ def scale_by_rmda(
       w_new = ((1 - c) * w + c * z).astype(w.dtype)
       return _LeafStep(w_new - w, v, z, iters)
 
-    steps = jax.tree.map(
-      leaf_step,
-      specs,
-      updates,
-      params,
-      state.grad_sum,
-      state.anchor,
-      is_leaf=is_spec,
+    steps = map_leaf_steps(
+      leaf_step, _LeafStep, specs, updates, params, state.grad_sum, state.anchor
     )
-    steps = unzip_steps(steps, _LeafStep)
     new_state = ScaleByRmdaState(
-      count=numerics.safe_increment(count),
+      count=optax.safe_increment(count),
       stage_count=k,
       alpha=alpha,
       grad_sum=steps.grad_sum,
@@ -152,12 +143,13 @@ def scale_by_rmda(
 def rmda(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
+  *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  *,
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
   momentum_ramp: bool = True,
+  ramp_start: int | None = None,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Regularized Modernized Dual Averaging (RMDA).
@@ -183,10 +175,11 @@ def rmda(
   :math:`τ = α_k λ / \sqrt{k}`; for ℓ1 the entrywise soft-threshold at
   :math:`τ`; unregularized leaves take :math:`\hat W = W^0 - V_k/\sqrt{k}`.
 
-  Stages, restarts and the final-stage ramp of the averaging weight are those
-  of :func:`ramda`: at each of `milestones` :math:`η ← γη` (γ = `decay`) and
-  :math:`W^0 ← w;\ V, α, k ← 0`; in the final stage
-  :math:`c = \min(c_0 \sqrt{k + 1}, 1)` when `momentum_ramp` is set.
+  Stages, restarts and the ramp of the averaging weight are those of
+  :func:`ramda`: at each of `milestones` :math:`η ← γη` (γ = `decay`) and
+  :math:`W^0 ← w;\ V, α, k ← 0`; on the :math:`r`-th step of the final stage
+  (or from `ramp_start`) :math:`c = \min(c_0 \sqrt{r}, 1)`; without
+  milestones and `ramp_start`, :math:`c = c_0` throughout.
   :func:`prox_iterate` returns :math:`\hat W` and :func:`restart` restarts the
   dual average by hand.
 
@@ -202,7 +195,11 @@ def rmda(
       parameter unregularized.
     milestones: step counts at which a new stage starts (strictly increasing).
     decay: γ ∈ (0, 1], the factor applied to η at each milestone.
-    momentum_ramp: ramp the averaging weight in the final stage.
+    momentum_ramp: ramp the averaging weight (from the last milestone, or
+      from `ramp_start`); ``False`` keeps c = c₀ throughout.
+    ramp_start: the step count at which the ramp begins (an integer ≥ 0);
+      ``None`` (default): at the last milestone, or no ramp without
+      milestones.
     state_dtype: dtype of V, W⁰ and Ŵ; defaults to each parameter's dtype.
 
   Returns:
@@ -220,9 +217,10 @@ def rmda(
     ...   return jnp.sum((x @ p["w"] - jnp.array([[1.0], [2.0], [0.5]])) ** 2)
     >>> params = {"w": jnp.ones((3, 1))}
     >>> tx = oxr.rmda(0.02, momentum=0.1, reg_strength=1.0,
-    ...               regularizer={"w": oxr.group_lasso(axes=(1,))})
+    ...               regularizer={"w": oxr.group_lasso(axes=(1,))},
+    ...               ramp_start=50)  # c = 1 from step 150 on.
     >>> state, update = tx.init(params), jax.jit(tx.update)
-    >>> for _ in range(100):
+    >>> for _ in range(200):
     ...   updates, state = update(jax.grad(loss)(params), state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> params["w"][2] == 0  # the irrelevant input feature is exactly zero
@@ -236,10 +234,11 @@ def rmda(
   return scale_by_rmda(
     learning_rate,
     momentum,
-    reg_strength,
-    regularizer,
+    reg_strength=reg_strength,
+    regularizer=regularizer,
     milestones=milestones,
     decay=decay,
     momentum_ramp=momentum_ramp,
+    ramp_start=ramp_start,
     state_dtype=state_dtype,
   )

@@ -1,8 +1,9 @@
-"""The stage-wise schedule shared by the dual-averaging methods (DESIGN §2).
+"""The stage-wise schedule shared by the dual-averaging methods.
 
 Milestones are step counts. Reaching one restarts the dual average and decays
 the learning rate (and ε); in the final stage the averaging weight ramps up to
-one, which is what makes the model weights themselves structured.
+one, which is what makes the model weights themselves structured (see
+docs/algorithm.md, "Stages and the ramp").
 """
 
 from __future__ import annotations
@@ -44,24 +45,43 @@ def restart_at_milestones(
   return lax.cond(at_milestone, restart, lambda s: s, state)
 
 
+def ramp_start_of(
+  momentum_ramp: bool, ramp_start: Any, milestones: tuple[int, ...]
+) -> Any:
+  """The step count at which the averaging-weight ramp begins, or None.
+
+  By default the ramp runs through the final stage, which begins at the last
+  milestone; without milestones there is no final stage and no ramp, unless
+  `ramp_start` asks for one.
+  """
+  if not momentum_ramp:
+    return None
+  if ramp_start is not None:
+    return ramp_start
+  return milestones[-1] if milestones else None
+
+
 def averaging_weight(
-  momentum: jax.Array,
-  stage_count: jax.Array,
-  stage: jax.Array,
-  num_milestones: int,
-  ramp: Any,
+  momentum: jax.Array, count: jax.Array, ramp_start: Any
 ) -> jax.Array:
-  """c for this step: c₀, ramped to min(c₀√(r+1), 1) in the final stage.
+  """c for the step taken at `count`: c₀, ramped to min(c₀√r, 1) from `ramp_start`.
+
+  On the r-th step of the ramp (r = 1 at ``count == ramp_start``), as in the
+  paper's App. A.1 and the authors' scheduler (which raises c *after* each
+  optimizer step), c = min(c₀√r, 1): the first step of the ramp still uses
+  c₀, and c first reaches 1 at r = ⌈1/c₀²⌉.
 
   Args:
     momentum: c₀ at this step.
-    stage_count: r, this step's index within its stage (1 on the first step).
-    stage: the stage index (number of milestones reached).
-    num_milestones: the number of milestones; the final stage is that index.
-    ramp: whether to ramp (a bool, possibly traced).
+    count: the step count before this update (0 on the first update).
+    ramp_start: the step count at which the ramp begins (an int, or an int
+      array under ``optax.inject_hyperparams``); None: no ramp.
 
   Returns:
     The averaging weight c ∈ (0, 1].
   """
-  ramped = jnp.minimum(momentum * jnp.sqrt(stage_count.astype(momentum.dtype) + 1), 1)
-  return jnp.where(jnp.logical_and(ramp, stage == num_milestones), ramped, momentum)
+  if ramp_start is None:
+    return momentum
+  r = (count - ramp_start + 1).astype(momentum.dtype)
+  ramped = jnp.minimum(momentum * jnp.sqrt(jnp.maximum(r, 1)), 1)
+  return jnp.where(count >= ramp_start, ramped, momentum)

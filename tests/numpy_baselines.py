@@ -1,4 +1,4 @@
-"""Independent NumPy float64 transcription of DESIGN.md §4 (RMDA, ProxGen, ProxSGD, ProxSSI).
+"""Independent NumPy float64 transcription of the baselines' update rules (docs/algorithm.md) (RMDA, ProxGen, ProxSGD, ProxSSI).
 
 A test oracle written from the design text only: explicit loops over steps and groups, no
 JAX. The §3 subproblem solvers it needs (PG with the faithful stopping rule, bisection on the
@@ -71,8 +71,9 @@ def rmda_reference(
   milestones=(),
   decay=0.1,
   momentum_ramp=True,
+  ramp_start=None,
 ) -> list[dict]:
-  """RMDA (DESIGN §4: RAMDA without U, closed-form prox), float64, every step recorded.
+  """RMDA (RAMDA without U, closed-form prox), float64, every step recorded.
 
   Returns:
     One dict per step with "params", "prox", "alpha" and "k".
@@ -95,8 +96,14 @@ def rmda_reference(
     k += 1
     s = eta * np.sqrt(k)
     alpha += s
-    final_stage = stage == len(milestones)
-    c = min(c0 * np.sqrt(k + 1), 1.0) if momentum_ramp and final_stage else c0
+    # The r-th step of the ramp uses min(c0 sqrt(r), 1); the ramp is the final stage
+    # (r = k there), or from ramp_start on (r = count - ramp_start + 1).
+    if ramp_start is not None:
+      c = min(c0 * np.sqrt(count - ramp_start + 1), 1.0) if count >= ramp_start else c0
+    elif momentum_ramp and milestones and stage == len(milestones):
+      c = min(c0 * np.sqrt(k), 1.0)
+    else:
+      c = c0
     w_hat = {}
     for n in w:
       big_v[n] = big_v[n] + s * np.asarray(grads[n], np.float64)
@@ -111,10 +118,10 @@ def rmda_reference(
 def _adam_reference(
   params, grads_fn, num_steps, *, learning_rate, b1, b2, eps, reg_strength, prox_step
 ) -> list[dict]:
-  """The bias-corrected Adam loop shared by ProxGen and ProxSSI.
+  """The Adam moment loop shared by ProxGen and ProxSSI.
 
-  ``prox_step(name, w, a_m, p, eta_lam)`` returns the new weights of a leaf and the
-  solver's iteration count.
+  ``prox_step(name, w, m, v, t, eta, eps, eta_lam)`` returns the new weights of a leaf
+  and the solver's iteration count; each method applies its own bias corrections.
   """
   w = _copy(params)
   m = {n: np.zeros_like(p) for n, p in w.items()}
@@ -130,9 +137,7 @@ def _adam_reference(
       g = np.asarray(grads[n], np.float64)
       m[n] = b1 * m[n] + (1 - b1) * g
       v[n] = b2 * v[n] + (1 - b2) * g * g
-      a = eta / (1 - b1**t)
-      p = np.sqrt(v[n]) / np.sqrt(1 - b2**t) + eps
-      w[n], iters[n] = prox_step(n, w[n], a * m[n], p, eta * lam)
+      w[n], iters[n] = prox_step(n, w[n], m[n], v[n], t, eta, eta * lam)
     records.append({"params": _copy(w), "iterations": iters})
   return records
 
@@ -152,16 +157,19 @@ def proxgen_reference(
   max_iters=100,
   rtol=1e-8,
 ) -> list[dict]:
-  """ProxGen, Adam form (DESIGN §4), float64.
+  """ProxGen, Adam form, float64.
 
   Regularized leaves: argmin_z <a m, z - w> + 1/2 sum P (z - w)^2 + eta lam psi(z) by the
-  §3 solver, warm-started and centred at w; unregularized leaves: w - a m / P.
+  subproblem solver, warm-started and centred at w; unregularized leaves: w - a m / P.
 
   Returns:
     One dict per step with "params" and "iterations".
   """
 
-  def prox_step(n, w, a_m, p, tau):
+  def prox_step(n, w, m, v, t, eta, tau):
+    # Bias-corrected: a = eta / (1 - b1^t), P = sqrt(v) / sqrt(1 - b2^t) + eps.
+    a_m = eta / (1 - b1**t) * m
+    p = np.sqrt(v) / np.sqrt(1 - b2**t) + eps
     spec = regularizers.get(n)
     if spec is None:
       return w - a_m / p, 0
@@ -199,17 +207,22 @@ def proxssi_reference(
   reg_strength,
   regularizers,
 ) -> list[dict]:
-  """ProxSSI (DESIGN §4), float64: the Adam step, then the exact weighted prox.
+  """ProxSSI as its authors ran it, float64: the Adam step, then the exact weighted prox.
 
-  x = w - a m / P, then argmin_z 1/2 sum P (z - x)^2 + eta lam psi(z), with P = sqrt(v_hat)
-  + eps the Adam denominator; group lasso by bisection on the secular equation.
+  Transcribed from Deleu & Bengio's code (Hugging Face AdamW style): eps is added to the
+  *uncorrected* root, p = sqrt(v) + eps; the step is
+  x = w - eta sqrt(1 - b2^t) / (1 - b1^t) m / p; then
+  argmin_z 1/2 sum p (z - x)^2 + eta lam psi(z) in the same uncorrected metric; group
+  lasso by bisection on the secular equation.
 
   Returns:
     One dict per step with "params" and "iterations" (always 0).
   """
 
-  def prox_step(n, w, a_m, p, tau):
-    return weighted_prox(regularizers.get(n), w - a_m / p, p, tau)
+  def prox_step(n, w, m, v, t, eta, tau):
+    p = np.sqrt(v) + eps
+    step_size = eta * np.sqrt(1 - b2**t) / (1 - b1**t)
+    return weighted_prox(regularizers.get(n), w - step_size * m / p, p, tau)
 
   return _adam_reference(
     params,
@@ -227,7 +240,7 @@ def proxssi_reference(
 def prox_sgd_reference(
   params, grads_fn, num_steps, *, learning_rate, momentum, reg_strength, regularizers
 ) -> list[dict]:
-  """ProxSGD with unit step (DESIGN §4), float64.
+  """ProxSGD with unit step, float64.
 
   b = c g at the first step, then b = (1 - c) b + c g; w = prox_{eta psi}(w - eta b).
 

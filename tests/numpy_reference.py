@@ -1,4 +1,4 @@
-"""Independent NumPy float64 transcription of DESIGN.md §2-3 (RAMDA and its subproblem).
+"""Independent NumPy float64 transcription of RAMDA and its subproblem (docs/algorithm.md).
 
 This module is a test oracle written from the design text only. It favours clarity over
 speed: explicit Python loops over groups and steps, no JAX.
@@ -238,8 +238,9 @@ def ramda_reference(
   milestones=(),
   decay=0.1,
   momentum_ramp=True,
+  ramp_start=None,
 ) -> list[dict]:
-  """Runs RAMDA (DESIGN §2) in float64 and records every step.
+  """Runs RAMDA in float64 and records every step.
 
   Args:
     params: Dict name -> array.
@@ -254,7 +255,9 @@ def ramda_reference(
     rtol: PG stopping tolerance.
     milestones: Step counts at which a new stage starts (restart before that update).
     decay: Per-stage factor gamma on eta and eps.
-    momentum_ramp: Ramp c = min(c0 sqrt(r + 1), 1) in the final stage.
+    momentum_ramp: Ramp c = min(c0 sqrt(r), 1) on the r-th step of the final stage
+      (only if there are milestones).
+    ramp_start: Step count from which the ramp runs instead (r = count - ramp_start + 1).
 
   Returns:
     One dict per step with keys "params", "prox", "iterations", "alpha", "k".
@@ -283,11 +286,12 @@ def ramda_reference(
     k += 1
     s = eta * np.sqrt(k)
     alpha += s
-    c = (
-      min(c0 * np.sqrt(k + 1), 1.0)
-      if momentum_ramp and stage == len(milestones)
-      else c0
-    )
+    if ramp_start is not None:
+      c = min(c0 * np.sqrt(count - ramp_start + 1), 1.0) if count >= ramp_start else c0
+    elif momentum_ramp and milestones and stage == len(milestones):
+      c = min(c0 * np.sqrt(k), 1.0)  # The k-th step of the final stage.
+    else:
+      c = c0
 
     prox, iters, new_w = {}, {}, {}
     for n in w:

@@ -144,13 +144,18 @@ def test_rmda_matches_numpy_reference(x64):
   assert 0 < _zero_groups(state.prox) < 6 + 4
 
 
-@pytest.mark.parametrize("ramp", [False, True], ids=["constant_c", "ramp"])
-def test_rmda_lambda_zero_is_dual_averaging(x64, ramp):
-  """Oracle: Ŵ_k = W⁰ − (η/√k) Σ_{j≤k} √j g_j and w ← (1 − c)w + cŴ_k, as a sum."""
+@pytest.mark.parametrize("ramp_start", [None, 0, 5], ids=["no_ramp", "ramp0", "ramp5"])
+def test_rmda_lambda_zero_is_dual_averaging(x64, ramp_start):
+  """Oracle: Ŵ_k = W⁰ − (η/√k) Σ_{j≤k} √j g_j and w ← (1 − c)w + cŴ_k, as a sum.
+
+  Without milestones c stays c₀; from `ramp_start` on, the r-th step of the ramp
+  uses c = min(c₀√r, 1).
+  """
   del x64
   params, loss, specs = _mlp_problem()
   lr, c0, steps = 0.05, 0.2, 12
-  tx = oxr.rmda(lr, c0, 0.0, specs, momentum_ramp=ramp)  # λ = 0 with specs given.
+  # λ = 0 with specs given.
+  tx = oxr.rmda(lr, c0, reg_strength=0.0, regularizer=specs, ramp_start=ramp_start)
   update, grad = jax.jit(tx.update), jax.jit(jax.grad(loss))
   state = tx.init(params)
   w, w_expected, history = params, params, []
@@ -159,7 +164,11 @@ def test_rmda_lambda_zero_is_dual_averaging(x64, ramp):
     w = optax.apply_updates(w, updates)
 
     history.append(jax.tree.map(np.asarray, grad(w_expected)))
-    c = min(c0 * np.sqrt(k + 1), 1.0) if ramp else c0
+    count = k - 1  # Updates applied before this one.
+    if ramp_start is None or count < ramp_start:
+      c = c0
+    else:
+      c = min(c0 * np.sqrt(count - ramp_start + 1), 1.0)
     w_hat = {
       n: np.asarray(params[n])
       - lr / np.sqrt(k) * sum(np.sqrt(j + 1) * h[n] for j, h in enumerate(history))
@@ -273,7 +282,10 @@ def test_proxgen_lambda_zero_equals_adam(x64, scheduled):
   lr = optax.cosine_decay_schedule(1e-2, 40) if scheduled else 1e-2
   p_adam, _ = _run(optax.adam(lr, b1=0.8, b2=0.99, eps=1e-7), params, loss, 40)
   p_proxgen, state = _run(
-    oxr.proxgen(lr, 0.8, 0.99, 1e-7, 0.0, specs), params, loss, 40
+    oxr.proxgen(lr, 0.8, 0.99, 1e-7, reg_strength=0.0, regularizer=specs),
+    params,
+    loss,
+    40,
   )
   chex.assert_trees_all_close(p_proxgen, p_adam, rtol=1e-12, atol=1e-14)
   assert jax.tree.reduce(max, jax.tree.map(int, state.iterations)) == 0
@@ -322,7 +334,9 @@ def test_prox_sgd_lambda_zero_is_momentum_sgd(x64, scheduled):
   c = 0.3
   sgd_lr = (lambda count: c * lr(count)) if scheduled else c * lr
   p_sgd, _ = _run(optax.sgd(sgd_lr, momentum=1 - c), params, loss, 30)
-  p_prox, _ = _run(oxr.prox_sgd(lr, c, 0.0, specs), params, loss, 30)
+  p_prox, _ = _run(
+    oxr.prox_sgd(lr, c, reg_strength=0.0, regularizer=specs), params, loss, 30
+  )
   chex.assert_trees_all_close(p_prox, p_sgd, rtol=1e-12, atol=1e-14)
 
 
@@ -344,23 +358,35 @@ def test_prox_sgd_matches_numpy_reference(x64):
 # --- ProxSSI ------------------------------------------------------------------------
 
 
-def test_proxssi_lambda_zero_equals_adam(x64):
-  """Oracle: optax.adam with ε = 1e-6, in float64, regularized leaves at λ = 0."""
+def test_proxssi_lambda_zero_matches_numpy_reference(x64):
+  """Oracle: numpy_baselines.proxssi_reference at λ = 0, the authors' Adam step.
+
+  With ε on the uncorrected root this is not optax.adam: it is Adam whose ε is
+  ε·√(1 − β₂ᵗ) after the corrected root; the second check shows it differs from
+  ProxGen (Adam) at the same ε.
+  """
   del x64
-  params, loss, specs = _mlp_problem()
-  p_adam, _ = _run(optax.adam(1e-2, eps=1e-6), params, loss, 30)
-  p_proxssi, _ = _run(
-    oxr.proxssi(1e-2, reg_strength=0.0, regularizer=specs), params, loss, 30
+  steps = 8
+  params, grads_fn = _reference_problem(steps)
+  hyper = dict(learning_rate=0.05, b1=0.8, b2=0.95, eps=1e-3, reg_strength=0.0)
+  records = nb.proxssi_reference(
+    params, grads_fn, steps, regularizers=REF_SPECS, **hyper
   )
-  chex.assert_trees_all_close(p_proxssi, p_adam, rtol=1e-12, atol=1e-14)
+  _follow(oxr.proxssi(regularizer=SPECS, **hyper), params, grads_fn, records)
+  adam = nb.proxgen_reference(params, grads_fn, steps, regularizers=REF_SPECS, **hyper)
+  differs = max(
+    np.max(np.abs(adam[-1]["params"][n] - records[-1]["params"][n])) for n in params
+  )
+  assert differs > 1e-6  # A different method from ProxGen/Adam at this ε.
 
 
 def test_proxssi_prox_equals_exact_solver(x64):
   """Oracle: solve_group_lasso(V = 0, D = P, anchor = Adam step, "exact") and prox_l1."""
   del x64
   params, loss, specs = _mlp_problem()
-  lr, lam, b1, b2, eps = 0.05, 0.1, 0.9, 0.999, 1e-6
-  tx = oxr.proxssi(lr, b1, b2, eps, lam, specs)
+  # λ such that w1 keeps one of its five groups: both branches of the prox run.
+  lr, lam, b1, b2, eps = 0.05, 0.01, 0.9, 0.999, 1e-6
+  tx = oxr.proxssi(lr, b1, b2, eps, reg_strength=lam, regularizer=specs)
   params, state = _run(tx, params, loss, 3)
   grads = jax.grad(loss)(params)
   updates, new_state = jax.jit(tx.update)(grads, state, params)
@@ -370,8 +396,8 @@ def test_proxssi_prox_equals_exact_solver(x64):
   for name, spec in (("w1", specs["w1"]), ("w2", specs["w2"])):
     m = b1 * state.mu[name] + (1 - b1) * grads[name]
     v = b2 * state.nu[name] + (1 - b2) * grads[name] ** 2
-    p = jnp.sqrt(v / (1 - b2**t)) + eps
-    x = params[name] - lr * m / (1 - b1**t) / p
+    p = jnp.sqrt(v) + eps  # The authors' uncorrected metric.
+    x = params[name] - lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m / p
     if spec == oxr.l1():
       expected = oxr.prox_l1(jnp.zeros_like(x), p, x, lr * lam)
     else:
@@ -412,6 +438,8 @@ def test_proxssi_matches_numpy_reference(x64):
     (oxr.rmda, dict(reg_strength=-1.0), "reg_strength"),
     (oxr.rmda, dict(milestones=(5, 5)), "increase"),
     (oxr.rmda, dict(decay=2.0), "decay"),
+    (oxr.rmda, dict(ramp_start=-3), "ramp_start"),
+    (oxr.rmda, dict(ramp_start=4, momentum_ramp=False), "momentum_ramp"),
     (oxr.proxgen, dict(b1=1.0), "b1"),
     (oxr.proxgen, dict(b2=-0.1), "b2"),
     (oxr.proxgen, dict(eps=0.0), "eps"),

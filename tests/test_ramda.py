@@ -1,6 +1,6 @@
 """Tests of `optax_ramda._ramda`: RAMDA against its oracles and its contract.
 
-Oracles: `optax.contrib.scale_by_madgrad` (λ = 0, DESIGN §2 mapping), the
+Oracles: `optax.contrib.scale_by_madgrad` (λ = 0, with η = L + e, ε = e, c = 1 − β), the
 independent NumPy float64 transcription in `tests/numpy_reference.py`, and the
 high-accuracy optimum of a convex group-lasso problem.
 """
@@ -13,7 +13,7 @@ import optax
 import pytest
 
 import optax_ramda as oxr
-from optax_ramda import _ramda
+from optax_ramda import _common, _stages
 from tests import numpy_reference as ref
 
 
@@ -69,19 +69,20 @@ def test_lambda_zero_equals_madgrad(x64, scheduled):
   """Oracle: optax.contrib.scale_by_madgrad with η = L + e, ε = e, c = 1 − β."""
   del x64
   params, loss, specs = _mlp_problem(jnp.float64)
-  lr, beta, eps = 1e-2, 0.9, 1e-6
+  lr, beta, eps, steps = 1e-2, 0.9, 1e-6, 120
   if scheduled:
-    base = optax.cosine_decay_schedule(lr, 60)
+    base = optax.cosine_decay_schedule(lr, steps)
     madgrad_lr, ramda_lr = base, (lambda count: base(count) + eps)
   else:
     madgrad_lr, ramda_lr = lr, lr + eps
   madgrad = optax.contrib.scale_by_madgrad(madgrad_lr, beta, eps)
-  ramda = oxr.ramda(
-    ramda_lr, 1 - beta, eps, 0.0, specs, momentum_ramp=False
-  )  # specs given: λ = 0 must still take the closed form.
-  p_madgrad, _ = _run(madgrad, params, loss, 60)
-  p_ramda, state = _run(ramda, params, loss, 60)
-  # optax forms √(count + 1) in float32 (DESIGN §2): ~1e-8 relative.
+  # Default ramp arguments: without milestones c stays c₀. Specs given: λ = 0
+  # must still take the closed form.
+  ramda = oxr.ramda(ramda_lr, 1 - beta, eps, reg_strength=0.0, regularizer=specs)
+  p_madgrad, _ = _run(madgrad, params, loss, steps)
+  p_ramda, state = _run(ramda, params, loss, steps)
+  # Under x64 optax still forms √(count + 1) from an int32 count in float32:
+  # the two agree to ~1e-8 relative, not to machine precision.
   chex.assert_trees_all_close(p_ramda, p_madgrad, rtol=1e-7, atol=1e-9)
   chex.assert_trees_all_equal(
     state.iterations, jax.tree.map(jnp.zeros_like, state.iterations)
@@ -107,9 +108,7 @@ def test_lambda_zero_equals_numpy_madgrad(x64):
     momentum=0.1,
     eps=1e-6,
   )
-  p_ramda, _ = _run(
-    oxr.ramda(3e-2, 0.1, 1e-6, momentum_ramp=False), flat, loss_flat, 50
-  )
+  p_ramda, _ = _run(oxr.ramda(3e-2, 0.1, 1e-6), flat, loss_flat, 50)
   chex.assert_trees_all_close(p_ramda, records[-1], rtol=1e-11, atol=1e-13)
 
 
@@ -140,20 +139,30 @@ def _reference_problem():
   return params, grads_fn
 
 
+@pytest.mark.parametrize(
+  ("milestones", "ramp_start"),
+  [((5, 10), None), ((5, 10), 7), ((), 6)],
+  ids=["final_stage_ramp", "ramp_from_7", "no_milestones_ramp_from_6"],
+)
 @pytest.mark.parametrize("solver_rtol", [1e-8, 1e-4])
-def test_matches_numpy_reference(x64, solver_rtol):
-  """Oracle: tests/numpy_reference.py, step by step, iteration counts equal."""
+def test_matches_numpy_reference(x64, solver_rtol, milestones, ramp_start):
+  """Oracle: tests/numpy_reference.py, step by step, iteration counts equal.
+
+  Through restarts, ε decay and the ramp, from the final stage or from
+  `ramp_start`; every run reaches c = 1 (the weights become Ŵ).
+  """
   del x64
   params, grads_fn = _reference_problem()
   hyper = dict(
     learning_rate=lambda count: 0.05 * (1 + 0.01 * count),
-    momentum=0.3,  # The ramp reaches c = 1 on the 11th step of the final stage.
+    momentum=0.3,  # c = 1 from step ⌈1/0.3²⌉ = 12 of the ramp on.
     eps=1e-6,
     reg_strength=0.3,
-    milestones=(5, 10),
+    milestones=milestones,
     decay=0.5,
     max_iters=100,
     rtol=solver_rtol,
+    ramp_start=ramp_start,
   )
   ref_specs = {"conv": ("group", (0, 1, 3), "sqrt"), "dense": ("group", (1,), 2.0),
                "sparse": ("l1",), "bias": None}  # fmt: skip
@@ -224,10 +233,69 @@ def test_prox_iterate_needs_a_ramda_state():
 
 def test_ramp_reaches_one_and_weights_become_prox():
   params, loss, specs = _mlp_problem()
-  tx = oxr.ramda(0.05, momentum=0.3, reg_strength=0.02, regularizer=specs)
-  # c = min(0.3 √(k + 1), 1) = 1 from k = 11 on.
+  tx = oxr.ramda(0.05, momentum=0.3, reg_strength=0.02, regularizer=specs, ramp_start=0)
+  # c = min(0.3 √r, 1) = 1 from r = ⌈1/0.09⌉ = 12 on.
   params, state = _run(tx, params, loss, 12)
   _assert_weights_are_prox(params, state.prox)
+
+
+def _averaging_weights(tx, steps):
+  """The c of every step, read off the update: w_new − w = c (Ŵ − w), float64."""
+  params, loss, _ = _mlp_problem(jnp.float64)
+  update, grad = jax.jit(tx.update), jax.jit(jax.grad(loss))
+  state = tx.init(params)
+  weights = []
+  for _ in range(steps):
+    updates, state = update(grad(params), state, params)
+    step = np.asarray(updates["dense1"]["kernel"])
+    gap = np.asarray(state.prox["dense1"]["kernel"] - params["dense1"]["kernel"])
+    weights.append(float(np.sum(step * gap) / np.sum(gap * gap)))
+    params = optax.apply_updates(params, updates)
+  return np.asarray(weights)
+
+
+@pytest.mark.parametrize("c0", [0.2, 0.3])
+def test_final_stage_ramp_follows_the_paper(x64, c0):
+  """Paper App. A.1: c_t = min(c₀√i, 1), i counting the final stage's steps.
+
+  The first step of the final stage still uses c₀, and c first reaches 1 on
+  step ⌈1/c₀²⌉ of that stage.
+  """
+  del x64
+  milestone, steps = 7, 7 + 30
+  c = _averaging_weights(
+    oxr.ramda(0.05, momentum=c0, milestones=(milestone,), decay=0.5), steps
+  )
+  expected = [c0] * milestone + [
+    min(c0 * np.sqrt(r), 1.0) for r in range(1, steps - milestone + 1)
+  ]
+  np.testing.assert_allclose(c, expected, rtol=1e-9)
+  assert c[milestone] == pytest.approx(c0, rel=1e-12)
+  first_one = milestone + int(np.ceil(1 / c0**2)) - 1  # 0-based step index.
+  assert np.all(c[:first_one] < 1 - 1e-6)
+  np.testing.assert_allclose(c[first_one:], 1.0, rtol=1e-12)
+
+
+def test_no_ramp_without_milestones_unless_asked(x64):
+  """Default arguments keep c = c₀; `ramp_start` starts the ramp at that step."""
+  del x64
+  np.testing.assert_allclose(_averaging_weights(oxr.ramda(0.05), 30), 0.1, rtol=1e-9)
+  c = _averaging_weights(oxr.ramda(0.05, momentum=0.25, ramp_start=10), 30)
+  expected = [0.25] * 10 + [min(0.25 * np.sqrt(r), 1.0) for r in range(1, 21)]
+  np.testing.assert_allclose(c, expected, rtol=1e-9)
+  c = _averaging_weights(
+    oxr.ramda(0.05, momentum=0.25, milestones=(5,), momentum_ramp=False), 30
+  )
+  np.testing.assert_allclose(c, 0.25, rtol=1e-9)
+
+
+def test_averaging_weight_is_traceable():
+  """The ramp is a jnp.where on the traced count: one compilation for all steps."""
+  weight = jax.jit(lambda c0, count: _stages.averaging_weight(c0, count, 3))
+  got = [float(weight(jnp.float32(0.5), jnp.int32(n))) for n in range(8)]
+  expected = [0.5, 0.5, 0.5, 0.5, 0.5**0.5, 0.5 * 3**0.5, 1, 1]
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  assert weight._cache_size() == 1
 
 
 # --- Convex problem: the averaged weights find the optimal zero groups ------------
@@ -384,6 +452,11 @@ def test_jit_with_donated_params_and_state():
     (dict(milestones=(-1,)), "positive"),
     (dict(decay=0.0), "decay"),
     (dict(solver="newton"), "solver"),
+    (dict(ramp_start=-1), "`ramp_start` must be >= 0"),
+    (dict(ramp_start=2.5), "`ramp_start` must be a step count"),
+    (dict(ramp_start=True), "`ramp_start` must be a step count"),
+    (dict(ramp_start=5, momentum_ramp=False), "`ramp_start=5`.*`momentum_ramp=False`"),
+    (dict(momentum_ramp="yes"), "`momentum_ramp` must be a bool"),
   ],
 )
 def test_bad_hyperparameters_raise_at_construction(kwargs, match):
@@ -441,18 +514,18 @@ def test_cube_root_is_within_one_ulp_of_numpy(x64, dtype):
   exponents = rng.uniform(np.log10(info.tiny), np.log10(info.max) - 1, 20000)
   u = np.concatenate([10.0**exponents, [0.0, 1.0, 8.0, 27.0, info.tiny, info.max]])
   u = u.astype(dtype)
-  got = np.asarray(_ramda.cube_root(jnp.asarray(u)))
+  got = np.asarray(_common.cube_root(jnp.asarray(u)))
   want = np.cbrt(u.astype(np.float64)).astype(dtype)  # Correctly rounded enough.
   ulps = np.abs(got - want) / np.spacing(want)
   assert got.dtype == dtype
   assert ulps.max() <= 1, ulps.max()
-  special = np.asarray(_ramda.cube_root(jnp.asarray([np.inf, np.nan], dtype)))
+  special = np.asarray(_common.cube_root(jnp.asarray([np.inf, np.nan], dtype)))
   assert special[0] == np.inf and np.isnan(special[1])
 
 
 def test_cube_root_keeps_narrow_dtypes():
   u = jnp.asarray([0.0, 1e-3, 8.0, 3e4], jnp.bfloat16)
-  got = _ramda.cube_root(u)
+  got = _common.cube_root(u)
   assert got.dtype == jnp.bfloat16
   np.testing.assert_allclose(
     np.asarray(got, np.float32), np.cbrt(np.asarray(u, np.float32)), rtol=1e-2

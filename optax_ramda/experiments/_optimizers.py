@@ -1,13 +1,14 @@
-"""The compared optimizers with the paper's hyperparameters (DESIGN §5).
+"""The compared optimizers with the paper's hyperparameters (paper §5, App. A).
 
 Every method runs the same stage schedule: training is split into equal stages
 at milestone steps, and at each milestone the learning rate is multiplied by γ.
 For the dual-averaging methods (RAMDA, RMDA) a milestone also restarts the dual
 average, and in the final stage their averaging weight ramps to one
-(``c = min(c₀√(r+1), 1)``), which is what makes their model weights structured.
+(``c = min(c₀√r, 1)`` on the r-th step of that stage), which is what makes
+their model weights structured; a run of one stage ramps from its first step.
 The paper's runs are long enough for the ramp to reach one early in the final
 stage; in a short run c₀ is raised (never lowered) so that it does so by the
-middle of the final stage: c₀ ≥ 1/√(S/2 + 1) for a final stage of S steps.
+middle of the final stage: c₀ ≥ 1/√(S/2) for a final stage of S steps.
 """
 
 from __future__ import annotations
@@ -89,7 +90,13 @@ def _ramda(s: Settings, specs: Any) -> optax.GradientTransformation:
     solver=s.solver,
     milestones=s.milestones,
     decay=s.decay,
+    ramp_start=_ramp_start(s),
   )
+
+
+def _ramp_start(s: Settings) -> int | None:
+  """A run of one stage is all final stage: it ramps from its first step."""
+  return None if s.milestones else 0
 
 
 def _rmda(s: Settings, specs: Any) -> optax.GradientTransformation:
@@ -100,6 +107,7 @@ def _rmda(s: Settings, specs: Any) -> optax.GradientTransformation:
     regularizer=specs,
     milestones=s.milestones,
     decay=s.decay,
+    ramp_start=_ramp_start(s),
   )
 
 
@@ -163,17 +171,17 @@ def milestones(total_steps: int, stages: int) -> tuple[int, ...]:
 def ramp_momentum(c0: float, final_stage_steps: int) -> float:
   """c₀ raised so that the final-stage ramp reaches 1 halfway through it.
 
-  The ramp ``min(c₀√(r+1), 1)`` reaches one at step ``r = 1/c₀² − 1``; this
-  returns ``max(c₀, 1/√(S/2 + 1))`` for a final stage of ``S`` steps.
+  The ramp ``min(c₀√r, 1)`` reaches one at step ``r = ⌈1/c₀²⌉`` of the final
+  stage; this returns ``max(c₀, 1/√(S/2))`` for a final stage of ``S`` steps.
 
   Examples:
     >>> from optax_ramda.experiments._optimizers import ramp_momentum
-    >>> ramp_momentum(0.01, 198)  # 1/√100
+    >>> ramp_momentum(0.01, 200)  # 1/√100
     0.1
     >>> ramp_momentum(0.01, 10**6)  # long runs keep the paper's value
     0.01
   """
-  return min(1.0, max(c0, 1 / math.sqrt(final_stage_steps / 2 + 1)))
+  return min(1.0, max(c0, 1 / math.sqrt(max(final_stage_steps, 1) / 2)))
 
 
 def settings(

@@ -670,16 +670,17 @@ def optimizers(
     ),
     "ProxSSI": dict(learning_rate=lrs["ProxSSI"], eps=1e-6, **adam),
   }
+  reg: dict[str, Any] = dict(reg_strength=lam, regularizer=specs)
   txs = {
     "RAMDA": oxr.ramda(
-      lrs["RAMDA"], 0.1, 1e-6, lam, specs, milestones=milestones, decay=0.1
+      lrs["RAMDA"], 0.1, 1e-6, **reg, milestones=milestones, decay=0.1
     ),
-    "RMDA": oxr.rmda(lrs["RMDA"], 0.1, lam, specs, milestones=milestones, decay=0.1),
+    "RMDA": oxr.rmda(lrs["RMDA"], 0.1, **reg, milestones=milestones, decay=0.1),
     "ProxGen": oxr.proxgen(
-      decayed(lrs["ProxGen"]), 0.9, 0.999, 1e-8, lam, specs, solver="pg"
+      decayed(lrs["ProxGen"]), 0.9, 0.999, 1e-8, **reg, solver="pg"
     ),
-    "ProxSGD": oxr.prox_sgd(decayed(lrs["ProxSGD"]), 0.1, lam, specs),
-    "ProxSSI": oxr.proxssi(decayed(lrs["ProxSSI"]), 0.9, 0.999, 1e-6, lam, specs),
+    "ProxSGD": oxr.prox_sgd(decayed(lrs["ProxSGD"]), 0.1, **reg),
+    "ProxSSI": oxr.proxssi(decayed(lrs["ProxSSI"]), 0.9, 0.999, 1e-6, **reg),
   }
   return {name: (txs[name], configs[name]) for name in txs}
 
