@@ -1,10 +1,10 @@
-"""The baselines with a nuclear-norm leaf: RMDA, ProxGen and ProxSGD.
+"""The baselines with a nuclear-norm leaf: RMDA, ProxGen, ProxSGD and ProxSSI.
 
 Oracles: NumPy float64 transcriptions of each method (docs/algorithm.md, "The
 baselines") whose nuclear-norm prox is singular-value soft-thresholding by
 NumPy's SVD (RMDA, ProxSGD: D = I, so the prox is exact), or the NumPy PG
-iteration of tests/test_nuclear.py with the spec's cap and tolerance (ProxGen:
-a non-constant metric); the iteration counts must agree too.
+iteration of tests/test_nuclear.py with the spec's cap and tolerance (ProxGen,
+ProxSSI: a non-constant metric); the iteration counts must agree too.
 """
 
 import math
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import optax_ramda as oxr
 from tests.test_nuclear import _pg_reference, _svt
@@ -79,6 +80,20 @@ def _prox_sgd_reference(w0, grad, lr, c):
   return w
 
 
+def _proxssi_reference(w0, grad, lr, b1, b2, eps):
+  """The authors' ProxSSI: ε on the uncorrected root, the uncorrected metric."""
+  w, m, v, iterations = w0.copy(), np.zeros_like(w0), np.zeros_like(w0), []
+  for t in range(1, STEPS + 1):
+    m, v = _adam_moments(m, v, np.asarray(grad(w)), b1, b2)
+    p = np.sqrt(v) + eps
+    x = w - lr * math.sqrt(1 - b2**t) / (1 - b1**t) * m / p
+    # argmin_z ½ Σ p (z − x)² + ηλ‖z‖_*: the subproblem with V = 0, D = p,
+    # anchor x, warm-started at w.
+    w, it = _pg_reference(np.zeros_like(x), p, x, lr * LAM, w, 5, 1e-3)
+    iterations.append(it)
+  return w, iterations
+
+
 def _rank(w):
   return int(oxr.sparsity(jnp.asarray(w), oxr.nuclear())["leaves"][""]["rank"])
 
@@ -117,6 +132,17 @@ def test_prox_sgd_with_nuclear_matches_float64_transcription(x64):
   np.testing.assert_allclose(w, w_ref, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("eps", [1e-6, 1e-2], ids=["eps1e-6", "eps1e-2"])
+def test_proxssi_with_nuclear_matches_float64_transcription(x64, eps):
+  del x64
+  w0, grad = _regression()
+  tx = oxr.proxssi(0.05, eps=eps, reg_strength=LAM, regularizer=oxr.nuclear())
+  w, _, iterations = _run(tx, w0, grad)
+  w_ref, iterations_ref = _proxssi_reference(w0, grad, 0.05, 0.9, 0.999, eps)
+  assert iterations == iterations_ref
+  np.testing.assert_allclose(w, w_ref, rtol=1e-9, atol=1e-12)
+
+
 def test_a_strong_nuclear_norm_makes_every_baseline_low_rank(x64):
   """λ large enough: each method's weights lose rank (SVT zeroes singular values)."""
   del x64
@@ -128,6 +154,7 @@ def test_a_strong_nuclear_norm_makes_every_baseline_low_rank(x64):
     ),
     oxr.proxgen(0.05, reg_strength=1.0, regularizer=specs),
     oxr.prox_sgd(0.1, reg_strength=1.0, regularizer=specs),
+    oxr.proxssi(0.05, reg_strength=1.0, regularizer=specs),
   ):
     w, _, _ = _run(tx, w0, grad)
     assert _rank(w) < np.linalg.matrix_rank(w0)
