@@ -91,10 +91,10 @@ for path, spec in jax.tree_util.tree_flatten_with_path(
 # The paper's RAMDA settings (η = 10⁻², ε = 10⁻⁶, three equal stages with the
 # learning rate ×0.1 at each milestone). At a milestone RAMDA restarts its dual
 # average; in the final stage its averaging weight ramps as
-# c = min(c₀√(k+1), 1). Once c = 1 the model weights *are* the exactly
-# structured subproblem solution Ŵ. With c₀ = 0.1 that happens 99 steps into
-# the final stage, which here has `STEPS // 3` steps (500 in the full run, 100
-# in the small one).
+# c = min(c₀√r, 1) on the r-th step of that stage (the first step still uses
+# c₀). Once c = 1 the model weights *are* the exactly structured subproblem
+# solution Ŵ. With c₀ = 0.1 that happens on the 100th step of the final stage,
+# which here has `STEPS // 3` steps (500 in the full run, 100 in the small one).
 #
 # RAMDA computes the new weights itself, so it must be the **last** transform
 # of a chain; gradient clipping goes before it. `nnx.Optimizer` passes the
