@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
+import optax_ramda.experiments._extended_main as _extended_main
 from optax_ramda.experiments import _data, _optimizers, _report
 from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._tasks import TASKS
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     "--out", default="runs", help="output folder (default: runs/)", metavar="DIR"
   )
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
+  _extended_main.add_arguments(parser)
   dist = parser.add_argument_group(
     "multi-process (jax.distributed)",
     "Every run splits each batch over all devices. To join the devices of "
@@ -352,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   distributed = _initialize_distributed(parser, args)
   is_main = jax.process_index() == 0
   argv = list(sys.argv[1:] if argv is None else argv)
+  if _extended_main.wanted(args):  # --task lm, --regularizer nuclear.
+    return _extended_main.main(parser, args, argv)
   tasks = list(dict.fromkeys(args.task))
   selected = list(dict.fromkeys(args.optimizer))
   lrs = _overrides(parser, "--lr", args.lr, selected)

@@ -1,6 +1,6 @@
 """The experiment tasks: a Flax NNX model family and its default data set.
 
-Each model is an ``nnx.Sequential`` chain of ``Linear``/``Conv`` layers and
+Each classifier is an ``nnx.Sequential`` chain of ``Linear``/``Conv`` layers and
 parameter-free callables, so that :func:`optax_ramda.input_channel_groups`
 groups every kernel by input channel (the paper's grouping) and
 :func:`optax_ramda.prune_input_channels` can export the smaller network. The
@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from flax import nnx
 
+from optax_ramda.experiments import _lm
 from optax_ramda.experiments._data import Dataset
 
 
@@ -103,7 +104,8 @@ class Task:
     dataset: the built-in data set it runs on by default.
     prepare: maps a data set's inputs (examples first) to the model's layout;
       raises ValueError if they cannot take it.
-    build: ``(example shape, classes, rngs) -> nnx.Sequential``.
+    build: ``(example shape, classes, rngs) -> model`` (an ``nnx.Sequential``,
+      or the lm task's Transformer).
     reg_strength: the default λ of the group-lasso regularizer.
     epochs: the default number of epochs.
     batch_size: the default minibatch size.
@@ -113,12 +115,12 @@ class Task:
   description: str
   dataset: str
   prepare: Callable[[np.ndarray], np.ndarray]
-  build: Callable[[tuple[int, ...], int, nnx.Rngs], nnx.Sequential]
+  build: Callable[[tuple[int, ...], int, nnx.Rngs], nnx.Module]
   reg_strength: float
   epochs: int
   batch_size: int
 
-  def model(self, data: Dataset, seed: int) -> nnx.Sequential:
+  def model(self, data: Dataset, seed: int) -> nnx.Module:
     """A freshly initialized model for `data` (inputs already prepared)."""
     return self.build(tuple(data.x_train.shape[1:]), data.num_classes, nnx.Rngs(seed))
 
@@ -171,6 +173,17 @@ TASKS: dict[str, Task] = {
       reg_strength=3e-4,
       epochs=30,
       batch_size=64,
+    ),
+    Task(
+      "lm",
+      "byte-level decoder-only Transformer (2 blocks, width 64, context 64), "
+      "one group per input of every attention/MLP kernel; perplexity",
+      "shakespeare",
+      lambda x: x,
+      _lm.Config().build,
+      reg_strength=1e-4,
+      epochs=6,
+      batch_size=32,
     ),
   )
 }
