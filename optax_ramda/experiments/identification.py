@@ -417,7 +417,7 @@ TUNED_LEARNING_RATES: dict[str, dict[str, float]] = {
     "RMDA": 0.1,
     "ProxGen": 0.01,
     "ProxSGD": 0.01,
-    "ProxSSI": 0.01,
+    "ProxSSI": 0.1,  # 0.01 before ProxSSI followed its authors' formulas (0.2).
   },
 }
 
