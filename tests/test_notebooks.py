@@ -24,7 +24,13 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = ("quickstart", "comparison", "solver_study", "identification")
+NOTEBOOKS = (
+  "quickstart",
+  "comparison",
+  "solver_study",
+  "identification",
+  "transformer",
+)
 KERNEL = "optax-ramda-tests"
 CELL_TIMEOUT_S = 600
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Colours of IPython tracebacks.

@@ -84,7 +84,25 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--lr-factors", type=float, nargs="+", default=list(LR_FACTORS))
   parser.add_argument("--tol", type=float, default=None)
   parser.add_argument("--out", default="calibrate.jsonl")
+  parser.add_argument(
+    "--select", action="store_true", help="train nothing: choose from --out's records"
+  )
   args = parser.parse_args(argv)
+  if args.select:
+    with open(args.out) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+    lm = args.setting == "lm"
+    key, tol = ("group_sparsity", 0.02) if lm else ("low_rank_level", 0.01)
+    task_name = "lm" if lm else "mlp"
+    for name, r in choose(records, key, args.tol or tol).items():
+      print(
+        f'  ("{task_name}", "{name}"): ({r["reg_strength"]:g}, '
+        f"{r['learning_rate']:g}),  # {key} {r[key]:.3f}, "
+        + (
+          f"val ppl {r['val_perplexity']:.3f}" if lm else f"val acc {r['accuracy']:.4f}"
+        )
+      )
+    return 0
   lm = args.setting == "lm"
   if lm:
     task = TASKS["lm"]
