@@ -185,7 +185,7 @@ def test_momentum_is_raised_only_for_short_dual_averaging_runs():
     solver="pg",
   )
   assert ramda.milestones == (100, 200)
-  assert ramda.momentum == pytest.approx(1 / np.sqrt(100 / 2 + 1))
+  assert ramda.momentum == pytest.approx(1 / np.sqrt(100 / 2))  # 1/√(S/2), S = 100
   long = settings(
     METHODS["ramda"],
     total_steps=3 * 10**6,

@@ -10,6 +10,13 @@ prints the paper-style tables and writes into ``--out``:
 * ``params/<task>-<optimizer>-seed<k>.npz``: each run's final weights (and
   Ŵ for RAMDA/RMDA), so every number can be recomputed from them.
 
+Protocols: by default every method runs at its *calibrated* point, the λ and
+η that a validation sweep chose (``_optimizers.CALIBRATED``, with the command
+that produced it); ``--protocol paper`` runs the paper's logistic-regression
+protocol (:mod:`optax_ramda.experiments._paper`). ``--sweep`` runs the λ × η
+sweep itself (:mod:`optax_ramda.experiments._sweep`) and writes
+``results.json``, ``sweep.md`` and ``fronts.png`` instead.
+
 Every run is data-parallel over all devices (see
 :class:`~optax_ramda.experiments.Trainer`). With ``--coordinator``,
 ``--num-processes`` and ``--process-id`` the devices of several processes
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -32,14 +40,20 @@ from typing import Any
 import jax
 import numpy as np
 
-import optax_ramda.experiments._extended_main as _extended_main
-from optax_ramda.experiments import _data, _optimizers, _report
+from optax_ramda.experiments import _data, _optimizers, _paper, _report, _sweep
 from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._tasks import TASKS
 from optax_ramda.experiments._train import METRICS, Trainer
 
 DEFAULT_TASKS = ("logreg", "mlp", "cnn")
 DEFAULT_SEEDS = 3
+# A run's final numbers summarized besides METRICS.
+FINAL_EXTRA = (
+  "params_after_pruning",
+  "time_per_step_ms",
+  "final_stage_flips",
+  "prox_final_stage_flips",
+)
 
 
 def _positive_int(text: str) -> int:
@@ -77,6 +91,38 @@ def _unit_interval(text: str) -> float:
   return _float(text, 0.0, True, 1.0)
 
 
+def _grid(positive: bool):
+  """Parses ``V1,V2,...`` or ``OPTIMIZER=V1,V2,...``: a sweep grid."""
+
+  def parse(text: str) -> tuple[str | None, tuple[float, ...]]:
+    name, sep, values = text.rpartition("=")
+    if sep and name not in METHODS:
+      raise argparse.ArgumentTypeError(
+        f"unknown optimizer {name!r} in {text!r} (choose from {', '.join(METHODS)})"
+      )
+    items = [v.strip() for v in values.split(",")] if values.strip() else []
+    try:
+      numbers = [float(v) for v in items]
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+        f"expected comma-separated numbers, got {values!r}"
+      ) from None
+    try:
+      grid = _sweep.check_grid(numbers, positive=positive)
+    except ValueError as e:
+      raise argparse.ArgumentTypeError(f"{e} (in {text!r})") from None
+    return (name if sep else None), grid
+
+  return parse
+
+
+def _fraction(text: str) -> float:
+  value = _float(text, 0.0, True, 1.0)
+  if value == 1.0:
+    raise argparse.ArgumentTypeError(f"expected a number > 0 and < 1, got {text!r}")
+  return value
+
+
 def _per_optimizer(check):
   """Parses ``VALUE`` (for every optimizer) or ``OPTIMIZER=VALUE``."""
 
@@ -94,7 +140,8 @@ def _per_optimizer(check):
 def build_parser() -> argparse.ArgumentParser:
   """The argument parser of the main job."""
   tasks = "\n".join(
-    f"  {t.name:7s} {t.description} [data: {t.dataset}, λ={t.reg_strength:g}]"
+    f"  {t.name:7s} {t.description} [data: {t.dataset}, paper-style λ="
+    f"{t.reg_strength:g}]"
     for t in TASKS.values()
   )
   methods = "\n".join(
@@ -110,13 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
       "on offline data; write tables, curves, params and a JSON of every number."
     ),
     formatter_class=argparse.RawDescriptionHelpFormatter,
-    epilog=f"tasks:\n{tasks}\n\noptimizers (paper hyperparameters):\n{methods}",
+    epilog=f"tasks:\n{tasks}\n\noptimizers (paper hyperparameters):\n{methods}"
+    "\n\nBy default each method runs at its calibrated λ and η (from a "
+    "validation sweep, see --sweep) where the task's own data set has one.",
   )
   parser.add_argument(
     "--task",
     nargs="+",
     choices=list(TASKS),
-    default=list(DEFAULT_TASKS),
     metavar="TASK",
     help=f"tasks to run (default: {' '.join(DEFAULT_TASKS)}; see below)",
   )
@@ -124,9 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     "--optimizer",
     nargs="+",
     choices=list(METHODS),
-    default=list(METHODS),
     metavar="OPT",
-    help="optimizers to compare (default: all; see below)",
+    help="optimizers to compare (default: all; with --protocol paper: "
+    f"{' '.join(_paper.OPTIMIZERS)}; see below)",
+  )
+  parser.add_argument(
+    "--protocol",
+    choices=("calibrated", "paper"),
+    default="calibrated",
+    help="calibrated (default): each method at the λ, η its validation sweep "
+    "chose; paper: logreg with the paper's protocol (batch 128, 5 stages, "
+    f"λ = 1e-3, the paper's η, {_paper.STEPS:,} steps), next to its Table 7",
   )
   source = parser.add_mutually_exclusive_group()
   source.add_argument(
@@ -177,7 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument(
     "--stages",
     type=_positive_int,
-    default=3,
     help="equal training stages; the learning rate decays between them (default: 3)",
   )
   parser.add_argument(
@@ -206,7 +261,43 @@ def build_parser() -> argparse.ArgumentParser:
     "--out", default="runs", help="output folder (default: runs/)", metavar="DIR"
   )
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
-  _extended_main.add_arguments(parser)
+  sweep = parser.add_argument_group(
+    "λ × η sweep",
+    "--sweep trains every (λ, η) of each method's grids on a validation split "
+    "carved from the training data (the test split only reported), and writes "
+    "the accuracy–sparsity fronts (fronts.png), the table (sweep.md) and "
+    "results.json to --out.",
+  )
+  sweep.add_argument(
+    "--sweep", action="store_true", help="run the sweep instead of the comparison"
+  )
+  sweep.add_argument(
+    "--sweep-reg-strengths",
+    action="append",
+    default=[],
+    type=_grid(positive=False),
+    metavar="[OPT=]L1,L2,...",
+    help="λ grid (increasing, ≥ 0) for every regularized optimizer or one "
+    f"(repeatable; default: {_sweep.POINTS} log-spaced values per method)",
+  )
+  sweep.add_argument(
+    "--sweep-lrs",
+    action="append",
+    default=[],
+    type=_grid(positive=True),
+    metavar="[OPT=]E1,E2,...",
+    help="η grid (increasing, > 0) for every optimizer or one (repeatable; "
+    "default: the paper's η × "
+    f"{', '.join(f'{f:.3g}' for f in _sweep.LR_FACTORS)})",
+  )
+  sweep.add_argument(
+    "--val-fraction",
+    type=_fraction,
+    default=_sweep.VAL_FRACTION,
+    metavar="F",
+    help="share of the training examples held out for validation "
+    f"(default: {_sweep.VAL_FRACTION:g})",
+  )
   dist = parser.add_argument_group(
     "multi-process (jax.distributed)",
     "Every run splits each batch over all devices. To join the devices of "
@@ -264,12 +355,13 @@ def _initialize_distributed(parser: argparse.ArgumentParser, args) -> bool:
 def _overrides(
   parser: argparse.ArgumentParser,
   flag: str,
-  items: list[tuple[str | None, float]],
+  items: list[tuple[str | None, Any]],
   selected: list[str],
   applies=lambda name: True,
-) -> dict[str, float]:
-  """``--lr``/``--momentum`` values per selected optimizer that has the parameter."""
-  values: dict[str, float] = {}
+) -> dict[str, Any]:
+  """``--lr``/``--momentum``/grid values per selected optimizer that has the
+  parameter."""
+  values: dict[str, Any] = {}
   for name, value in items:
     if name is None:
       values.update({n: value for n in selected if applies(n)})
@@ -340,6 +432,128 @@ def _load_data(parser: argparse.ArgumentParser, args, task) -> _data.Dataset:
   return data
 
 
+def _hyperparameters(args, task, name: str, paper: bool) -> tuple[float, Any, str]:
+  """(λ, η or None for the paper's, source) of one method on one task.
+
+  The calibrated point applies on the data set it was calibrated on (the
+  task's own); ``--reg-strength`` replaces its λ (``--lr`` its η, later).
+  """
+  if paper:
+    return _paper.REG_STRENGTH, None, "paper"
+  calibrated = None
+  if args.data is None and args.dataset in (None, task.dataset):
+    calibrated = _optimizers.CALIBRATED.get((task.name, name))
+  if calibrated is None:
+    reg, lr, source = task.reg_strength, None, "paper-style"
+  else:
+    (reg, lr), source = calibrated, "calibrated"
+  if args.reg_strength is not None:
+    reg, source = args.reg_strength, "flags"
+  return reg, lr, source
+
+
+def _run_sweep(args, plans, grids, command: str, is_main: bool, distributed) -> int:
+  """The ``--sweep`` mode: every grid point of every task; writes the outputs."""
+  started = time.perf_counter()
+  total = sum(
+    args.seeds
+    * len(lrs)
+    * (len(regs or _sweep.reg_grid(p[0].name, n)) if METHODS[n].regularized else 1)
+    for n, (regs, lrs) in grids.items()
+    for p in plans
+  )
+  bar = _sweep.progress_bar(total, disable=args.quiet or not is_main)
+  summaries, sweeps, texts, fronts = [], [], [], {}
+  for task, data, epochs, batch_size, _ in plans:
+    title = f"{task.name} on {data.name}"
+    runs = _sweep.sweep(
+      task,
+      data,
+      grids,
+      seeds=args.seeds,
+      epochs=epochs,
+      batch_size=batch_size,
+      stages=args.stages,
+      decay=args.decay,
+      solver=args.solver,
+      val_fraction=args.val_fraction,
+      bar=bar,
+    )
+    result = _sweep.summarize(runs, list(grids))
+    fronts[title] = result
+    texts.append(_sweep.table(title, result))
+    texts.append(
+      "Calibrated points (`_optimizers.CALIBRATED`, λ, η):\n\n```python\n"
+      + "\n".join(_sweep.calibrated_lines(task.name, result))
+      + "\n```"
+    )
+    methods = {}
+    for name, point in result["calibrated"].items():
+      methods[METHODS[name].label] = {
+        "accuracy": point["test_accuracy"],
+        "val_accuracy": point["val_accuracy"],
+        "group_sparsity": point["group_sparsity"],
+        "prox_group_sparsity": point["prox_group_sparsity"],
+      }
+    summaries.append({"task": task.name, "title": title, "methods": methods})
+    sweeps.append(
+      {
+        "task": task.name,
+        "title": title,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "grids": {
+          n: {
+            "reg_strength": list(
+              (regs or _sweep.reg_grid(task.name, n)) if METHODS[n].regularized else ()
+            ),
+            "learning_rate": list(lrs),
+          }
+          for n, (regs, lrs) in grids.items()
+        },
+        **result,
+        "runs": runs,
+      }
+    )
+  bar.close()
+  if not is_main:
+    jax.distributed.shutdown()
+    return 0
+  text = "\n\n".join(texts)
+  with open(os.path.join(args.out, "sweep.md"), "w") as f:
+    f.write(f"`{command}`\n\n{text}\n")
+  _sweep.plot(fronts, os.path.join(args.out, "fronts.png"))
+  wall_seconds = time.perf_counter() - started
+  results = {
+    "command": command,
+    "arguments": vars(args),
+    "environment": _environment(wall_seconds),
+    "summary": summaries,
+    "sweep": sweeps,
+  }
+  with open(os.path.join(args.out, "results.json"), "w") as f:
+    json.dump(_finite_or_none(results), f, indent=1, default=str, allow_nan=False)
+  print(text)
+  print(
+    f"\nwrote {args.out}/results.json, sweep.md and fronts.png in {wall_seconds:.0f} s"
+  )
+  if distributed:
+    jax.distributed.shutdown()
+  return 0
+
+
+def _environment(wall_seconds: float) -> dict[str, Any]:
+  return {
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "processes": jax.process_count(),
+    "cpu_count": os.cpu_count(),
+    "wall_seconds": wall_seconds,
+  }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the comparison; returns the exit status (argparse exits on bad input).
 
@@ -354,10 +568,35 @@ def main(argv: Sequence[str] | None = None) -> int:
   distributed = _initialize_distributed(parser, args)
   is_main = jax.process_index() == 0
   argv = list(sys.argv[1:] if argv is None else argv)
-  if _extended_main.wanted(args):  # --task lm, --regularizer nuclear.
-    return _extended_main.main(parser, args, argv)
-  tasks = list(dict.fromkeys(args.task))
-  selected = list(dict.fromkeys(args.optimizer))
+  paper = args.protocol == "paper"
+  if paper:
+    fixed = {
+      "--batch-size": args.batch_size,
+      "--stages": args.stages,
+      "--reg-strength": args.reg_strength,
+      "--lr": args.lr or None,
+      "--sweep": args.sweep or None,
+    }
+    if args.task not in (None, ["logreg"]):
+      fixed["--task"] = args.task
+    for flag, value in fixed.items():
+      if value is not None:
+        parser.error(
+          f"--protocol paper fixes {flag} (logreg, batch {_paper.BATCH_SIZE}, "
+          f"{_paper.STAGES} stages, λ = {_paper.REG_STRENGTH:g}, each method's "
+          "paper η); drop it, or use the default protocol"
+        )
+  for flag, value in (
+    ("--sweep-reg-strengths", args.sweep_reg_strengths),
+    ("--sweep-lrs", args.sweep_lrs),
+  ):
+    if value and not args.sweep:
+      parser.error(f"{flag} sets a grid of --sweep; add --sweep")
+  tasks = list(dict.fromkeys(args.task or (["logreg"] if paper else DEFAULT_TASKS)))
+  default_optimizers = _paper.OPTIMIZERS if paper else tuple(METHODS)
+  selected = list(dict.fromkeys(args.optimizer or default_optimizers))
+  stages = args.stages or (_paper.STAGES if paper else 3)
+  args.task, args.optimizer, args.stages = tasks, selected, stages
   lrs = _overrides(parser, "--lr", args.lr, selected)
   momenta = _overrides(
     parser,
@@ -372,8 +611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   for name in tasks:
     task = TASKS[name]
     data = _load_data(parser, args, task)
-    epochs = args.epochs or task.epochs
-    batch_size = args.batch_size or task.batch_size
+    batch_size = args.batch_size or (_paper.BATCH_SIZE if paper else task.batch_size)
+    default_epochs = task.epochs
+    if paper:
+      default_epochs = _paper.epochs(max(1, len(data.y_train) // batch_size))
+    epochs = args.epochs or default_epochs
     if batch_size > len(data.y_train):
       parser.error(
         f"--batch-size {batch_size} exceeds the {len(data.y_train)} training "
@@ -385,16 +627,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{jax.device_count()} devices the batch is split over"
       )
     total_steps = epochs * (len(data.y_train) // batch_size)
-    if args.stages > total_steps:
+    if stages > total_steps:
       parser.error(
-        f"--stages {args.stages} exceeds the {total_steps} training steps of task {name}"
+        f"--stages {stages} exceeds the {total_steps} training steps of task {name}"
       )
+    if args.sweep:
+      held = math.ceil(args.val_fraction * len(data.y_train))
+      if batch_size > len(data.y_train) - held:
+        parser.error(
+          f"--batch-size {batch_size} exceeds the {len(data.y_train) - held} "
+          f"training examples left to task {name} beside its validation split "
+          f"(--val-fraction {args.val_fraction:g})"
+        )
     plans.append((task, data, epochs, batch_size, total_steps))
   try:
     if is_main:
       os.makedirs(os.path.join(args.out, "params"), exist_ok=True)
   except OSError as e:
     parser.error(f"--out {args.out!r}: cannot create the output folder: {e}")
+  command = shlex.join(["python", "-m", "optax_ramda.experiments", *argv])
+  if args.sweep:
+    regularized = [n for n in selected if METHODS[n].regularized]
+    reg_grids = _overrides(
+      parser,
+      "--sweep-reg-strengths",
+      args.sweep_reg_strengths,
+      selected,
+      applies=lambda name: METHODS[name].regularized,
+    )
+    lr_grids = _overrides(parser, "--sweep-lrs", args.sweep_lrs, selected)
+    grids = {
+      n: (
+        reg_grids.get(n, None if n in regularized else ()),
+        lr_grids.get(n, _sweep.lr_grid(METHODS[n])),
+      )
+      for n in selected
+    }
+    return _run_sweep(args, plans, grids, command, is_main, distributed)
 
   started = time.perf_counter()
   runs: list[dict[str, Any]] = []
@@ -402,25 +671,43 @@ def main(argv: Sequence[str] | None = None) -> int:
   curves: dict[str, dict[str, Any]] = {}
   for task, data, epochs, batch_size, total_steps in plans:
     title = f"{task.name} on {data.name}"
-    reg = task.reg_strength if args.reg_strength is None else args.reg_strength
     summary: dict[str, Any] = {"task": task.name, "title": title, "methods": {}}
+    summary["settings"] = {}
     steps_per_epoch = len(data.y_train) // batch_size
     stage_epochs = [
       m / steps_per_epoch for m in _optimizers.milestones(total_steps, args.stages)
     ]
     curves[title] = {"stage_epochs": stage_epochs, "methods": {}}
+    uncalibrated = [
+      METHODS[n].label
+      for n in selected
+      if _hyperparameters(args, task, n, paper)[2] == "paper-style"
+    ]
+    if is_main and uncalibrated:
+      print(
+        f"note: no calibrated λ, η for {', '.join(uncalibrated)} on {title}; "
+        f"they run at the paper's η and λ = {task.reg_strength:g}",
+        file=sys.stderr,
+      )
     for name in selected:
       method = METHODS[name]
+      reg, lr, source = _hyperparameters(args, task, name, paper)
       settings = _optimizers.settings(
         method,
         total_steps=total_steps,
-        stages=args.stages,
+        stages=stages,
         decay=args.decay,
         reg_strength=reg,
         solver=args.solver,
-        learning_rate=lrs.get(name),
+        learning_rate=lrs.get(name, lr),
         momentum=momenta.get(name),
       )
+      summary["settings"][method.label] = {
+        "reg_strength": settings.reg_strength,
+        "learning_rate": settings.learning_rate,
+        "momentum": settings.momentum,
+        "source": "flags" if name in lrs else source,
+      }
       trainer = Trainer(task, data, method, settings, batch_size)
       per_seed = []
       for seed in range(args.seeds):
@@ -465,11 +752,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       summary["params"] = int(per_seed[0].final["params"])
       summary["methods"][method.label] = {
         key: _report.mean_std([r.final[key] for r in per_seed])
-        for key in (*METRICS, "params_after_pruning", "time_per_step_ms")
+        for key in (*METRICS, *FINAL_EXTRA)
       }
-      keys = ["group_sparsity", "accuracy"]
+      keys = ["group_sparsity", "accuracy", "group_flips"]
       if method.dual_averaging:
-        keys.append("prox_group_sparsity")
+        keys += ["prox_group_sparsity", "prox_group_flips"]
       curves[title]["methods"][method.label] = {
         "dense": not method.regularized,
         **{key: [r.history[key] for r in per_seed] for key in keys},
@@ -480,7 +767,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     jax.distributed.shutdown()
     return 0
   tables = "\n\n".join(_report.table(s, args.seeds) for s in summaries)
-  command = shlex.join(["python", "-m", "optax_ramda.experiments", *argv])
+  if paper:
+    steps = {p[0].name: p[4] for p in plans}
+    tables += "\n\n" + "\n\n".join(_paper.table(s, steps[s["task"]]) for s in summaries)
   with open(os.path.join(args.out, "table.md"), "w") as f:
     f.write(f"`{command}`\n\n{tables}\n")
   _report.plot(curves, os.path.join(args.out, "curves.png"))
@@ -488,18 +777,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   results = {
     "command": command,
     "arguments": vars(args),
-    "environment": {
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()],
-      "processes": jax.process_count(),
-      "cpu_count": os.cpu_count(),
-      "wall_seconds": wall_seconds,
-    },
+    "environment": _environment(wall_seconds),
     "summary": summaries,
     "runs": runs,
   }
+  if paper:
+    results["paper_table7_mnist"] = {
+      n: {"accuracy": a, "group_sparsity": g} for n, (a, g) in _paper.TABLE7.items()
+    }
   with open(os.path.join(args.out, "results.json"), "w") as f:
     json.dump(_finite_or_none(results), f, indent=1, default=str, allow_nan=False)
   print(tables)

@@ -3,7 +3,9 @@
 The table follows the paper's Table 1 (validation accuracy and weighted group
 sparsity per method, mean ± std over seeds) with the extra columns this
 library can report; the figure follows its Figure 1 (group sparsity and
-accuracy against epochs, one line per method).
+accuracy against epochs, one line per method), with a third panel counting
+the groups that switch between zero and nonzero from one epoch to the next
+(the stability of the structure, the paper's Figures 1–2).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import numpy as np
 
 # (key in a run's `final`, column header, format) of the table.
 COLUMNS = (
-  ("accuracy", "val. accuracy (%)", "percent"),
+  ("accuracy", "test accuracy (%)", "percent"),
   ("group_sparsity", "group sparsity (%)", "percent"),
   ("unstructured_sparsity", "unstructured sparsity (%)", "percent"),
   ("prox_group_sparsity", "Ŵ group sparsity (%)", "percent"),
   ("time_per_step_ms", "time/step (ms)", "ms"),
   ("params_after_pruning", "params after pruning", "count"),
+  ("final_stage_flips", "group switches, final stage", "number"),
+  ("prox_final_stage_flips", "Ŵ group switches, final stage", "number"),
 )
 
 
@@ -49,6 +53,8 @@ def _cell(stat: dict[str, Any], kind: str, seeds: int) -> str:
     text, spread = f"{100 * mean:.2f}", f"{100 * std:.2f}"
   elif kind == "ms":
     text, spread = f"{mean:.3f}", f"{std:.3f}"
+  elif kind == "number":
+    text, spread = f"{mean:.1f}", f"{std:.1f}"
   else:
     text, spread = f"{mean:,.0f}", f"{std:,.0f}"
   return text if seeds == 1 else f"{text} ± {spread}"
@@ -59,27 +65,37 @@ def table(summary: dict[str, Any], seeds: int) -> str:
 
   Args:
     summary: ``{"title": str, "params": int, "methods": {label: {metric:
-      mean_std}}}``.
+      mean_std}}}``, optionally ``"settings": {label: {"reg_strength",
+      "learning_rate"}}`` (printed as the λ and η columns).
     seeds: the number of seeds (a single seed prints no ± part).
 
   Returns:
     The table as Markdown text, headed by the task's title.
   """
-  header = ["method", *(c[1] for c in COLUMNS)]
-  rows = [header, ["---", *("---:" for _ in COLUMNS)]]
+  settings = summary.get("settings", {})
+  hyper = ["λ", "η"] if settings else []
+  header = ["method", *hyper, *(c[1] for c in COLUMNS)]
+  rows = [header, ["---", *("---:" for _ in (*hyper, *COLUMNS))]]
   for label, stats in summary["methods"].items():
-    rows.append([label, *(_cell(stats[key], kind, seeds) for key, _, kind in COLUMNS)])
+    values = []
+    if settings:
+      s = settings[label]
+      values = [f"{s['reg_strength']:g}" if s["reg_strength"] else "–"]
+      values.append(f"{s['learning_rate']:g}")
+    cells = (_cell(stats[key], kind, seeds) for key, _, kind in COLUMNS)
+    rows.append([label, *values, *cells])
   lines = ["| " + " | ".join(row) + " |" for row in rows]
   title = f"**{summary['title']}** ({summary['params']:,} parameters; mean ± std over "
   title += f"{seeds} seed{'s' if seeds > 1 else ''})"
   return "\n".join([title, "", *lines])
 
 
-def _band(ax, runs, label, style, color=None):
-  """Draws the seed mean of `runs` (in %) with a ± one std band; returns the line."""
-  values = 100 * np.asarray(runs, np.float64)
+def _band(ax, runs, label, style, color=None, scale=100.0, start=0):
+  """Draws the seed mean of `runs` (× `scale`) from epoch `start` with a ± one
+  std band; returns the line."""
+  values = scale * np.asarray(runs, np.float64)[:, start:]
   mean, std = values.mean(0), values.std(0)
-  epochs = np.arange(len(mean))
+  epochs = np.arange(start, start + len(mean))
   (line,) = ax.plot(epochs, mean, style, label=label, linewidth=1.6, color=color)
   if values.shape[0] > 1:
     ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
@@ -92,22 +108,30 @@ def plot(curves: dict[str, Any], path: str) -> None:
   Args:
     curves: ``{task title: {"stage_epochs": [epoch of each milestone],
       "methods": {method label: {"dense": bool, "group_sparsity": [[...] per
-      seed], "accuracy": [[...] per seed], and for RAMDA/RMDA
-      "prox_group_sparsity": [[...] per seed]}}}}``. The seed mean is drawn
-      with a band of ± one standard deviation; dense references dashed, Ŵ's
-      sparsity dotted, stage boundaries as thin vertical lines.
+      seed], "accuracy": [[...] per seed], and optionally "group_flips", and
+      for RAMDA/RMDA "prox_group_sparsity" (and "prox_group_flips"): [[...]
+      per seed]}}}}``. The seed mean is drawn with a band of ± one standard
+      deviation; dense references dashed, Ŵ's dotted, stage boundaries as thin
+      vertical lines. With flips, a third panel shows the regularized
+      methods' group switches per epoch over the final stage.
     path: the PNG file to write.
   """
   # The object-oriented API draws with Agg and leaves pyplot's global state alone.
   from matplotlib.figure import Figure
 
   tasks = list(curves)
-  fig = Figure(figsize=(10, 3.2 * len(tasks) + 0.8), layout="constrained")
-  axes = fig.subplots(len(tasks), 2, squeeze=False)
+  flips = any(
+    "group_flips" in series
+    for title in tasks
+    for series in curves[title]["methods"].values()
+  )
   panels = (
     ("group_sparsity", "weighted group sparsity (%)"),
     ("accuracy", "accuracy (%)"),
   )
+  width = 15 if flips else 10
+  fig = Figure(figsize=(width, 3.2 * len(tasks) + 0.8), layout="constrained")
+  axes = fig.subplots(len(tasks), len(panels) + flips, squeeze=False)
   for row, title in enumerate(tasks):
     methods = curves[title]["methods"]
     for col, (key, name) in enumerate(panels):
@@ -126,6 +150,22 @@ def plot(curves: dict[str, Any], path: str) -> None:
       if key == "accuracy":
         low = min(100 * np.min(np.mean(s[key], 0)[1:]) for s in methods.values())
         ax.set_ylim(max(0.0, low - 5), 100.5)
+    if flips:
+      ax = axes[row][len(panels)]
+      marks = curves[title]["stage_epochs"]
+      # Transitions into epochs that start in the final stage.
+      start = int(np.ceil(marks[-1])) + 1 if marks else 1
+      for label, series in methods.items():
+        if series["dense"] or "group_flips" not in series:
+          continue
+        line = _band(ax, series["group_flips"], label, "-", scale=1.0, start=start)
+        if "prox_group_flips" in series:
+          color = line.get_color()
+          _band(ax, series["prox_group_flips"], None, ":", color, 1.0, start)
+      ax.set_title(f"{title}: group switches per epoch, final stage", fontsize=10)
+      ax.set_xlabel("epoch")
+      ax.set_ylabel("groups switching zero ↔ nonzero")
+      ax.grid(alpha=0.3)
   handles, labels = axes[0][0].get_legend_handles_labels()
   fig.legend(handles, labels, loc="outside lower center", ncol=6, fontsize=8)
   fig.savefig(path, dpi=110)

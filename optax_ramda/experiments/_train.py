@@ -15,6 +15,15 @@ comes out split by rows, and XLA all-reduces the mean loss's gradient: every
 device takes the same step, the one-device step up to the order of sums.
 Every process holds the same data and draws the same indices from the seed;
 each feeds its own devices' share.
+
+The learning rate η and the regularization strength λ enter the compiled step
+as arguments, not constants: :meth:`Trainer.set_hyperparameters` changes them
+without recompiling, which is what makes a λ × η sweep cheap.
+
+Stability of the structure: after every epoch the zero/nonzero state of each
+group (of the weights and of Ŵ) is compared with the previous epoch's;
+``group_flips`` counts the groups that switched, and ``final_stage_flips``
+sums them over the epochs of the final stage.
 """
 
 from __future__ import annotations
@@ -47,6 +56,40 @@ METRICS = (
   "prox_accuracy",
   "prox_group_sparsity",
 )
+# Per-epoch counts of groups switching zero <-> nonzero since the previous
+# epoch (0 at the initialization), of the weights and of Ŵ.
+FLIPS = ("group_flips", "prox_group_flips")
+
+
+def zero_groups(params: Any, specs: Any) -> jax.Array:
+  """One flag per group of every group-regularized leaf: whether it is all zero.
+
+  Args:
+    params: the parameters (a pure dict).
+    specs: the matching spec tree (None for unregularized leaves); nuclear
+      specs have no groups and are skipped.
+
+  Returns:
+    A 1-D boolean array, the leaves' groups concatenated in tree order.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax_ramda as oxr
+    >>> from optax_ramda.experiments._train import zero_groups
+    >>> w = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    >>> zero_groups({"w": w, "b": jnp.ones(2)},
+    ...             {"w": oxr.group_lasso(axes=(1,)), "b": None}).tolist()
+    [True, False, True]
+  """
+  flags = [jnp.zeros((0,), bool)]
+  leaves = jax.tree.leaves(
+    specs, is_leaf=lambda x: x is None or isinstance(x, oxr.Regularizer)
+  )
+  for spec, w in zip(leaves, jax.tree.leaves(params), strict=True):
+    if spec is None or isinstance(spec, oxr.Nuclear):
+      continue
+    axes = spec.group_axes(w.ndim)
+    flags.append(jnp.ravel(~jnp.any(w != 0, axis=axes) if axes else w == 0))
+  return jnp.concatenate(flags)
 
 
 @dataclasses.dataclass
@@ -54,12 +97,16 @@ class RunResult:
   """What one run produced.
 
   Attributes:
-    history: per-epoch lists of :data:`METRICS`, index 0 being the
-      initialization (``train_loss`` is then NaN). ``prox_*`` entries are Ŵ's
-      (:func:`optax_ramda.prox_iterate`) for the dual-averaging methods and the
-      weights' own for the others.
-    final: the last epoch's metrics, plus ``params``, ``params_after_pruning``
-      and ``time_per_step_ms`` (of the median epoch, compilation excluded).
+    history: per-epoch lists of :data:`METRICS` and :data:`FLIPS`, index 0
+      being the initialization (``train_loss`` is then NaN). ``prox_*``
+      entries are Ŵ's (:func:`optax_ramda.prox_iterate`) for the
+      dual-averaging methods and the weights' own for the others. Without
+      per-epoch evaluation, only the initialization and the last epoch.
+    final: the last epoch's metrics, plus ``params``, ``params_after_pruning``,
+      ``time_per_step_ms`` (of the median epoch, compilation excluded), and
+      ``final_stage_flips`` / ``prox_final_stage_flips``: the group switches
+      summed over the epochs whose start lies in the final stage (NaN without
+      per-epoch evaluation).
     params: the trained parameters (a pure dict of host arrays).
     prox: Ŵ for the dual-averaging methods, else None.
     epoch_seconds: the wall time of each epoch's training steps.
@@ -129,6 +176,7 @@ class Trainer:
     self.graphdef, _ = nnx.split(model)
     self.specs = to_pure_dict(oxr.input_channel_groups(model))
     self.tx = method.make(settings, self.specs)
+    self._hyper = self._hyperparameters(settings)
     self.x_train = self._replicate(data.x_train)
     self.y_train = self._replicate(data.y_train)
     self.x_test = self._replicate(data.x_test)
@@ -147,6 +195,31 @@ class Trainer:
     self._evaluate = jax.jit(self._evaluate_fn)
     self._prox = jax.jit(oxr.prox_iterate, out_shardings=self._replicated)
     self._compiled: Any = None
+
+  def _hyperparameters(self, settings: Settings) -> dict[str, jax.Array]:
+    return {
+      "learning_rate": self._replicate(np.float32(settings.learning_rate)),
+      "reg_strength": self._replicate(np.float32(settings.reg_strength)),
+    }
+
+  def set_hyperparameters(self, *, learning_rate: float, reg_strength: float) -> None:
+    """Sets η and λ of later runs; the compiled step is reused.
+
+    Args:
+      learning_rate: η of the first stage, > 0.
+      reg_strength: λ ≥ 0 (kept at 0 for a dense reference).
+    """
+    if not learning_rate > 0 or not reg_strength >= 0:
+      raise ValueError(
+        f"need learning_rate > 0 and reg_strength >= 0, got {learning_rate!r} "
+        f"and {reg_strength!r}."
+      )
+    if not self.method.regularized:
+      reg_strength = 0.0
+    self.settings = dataclasses.replace(
+      self.settings, learning_rate=learning_rate, reg_strength=reg_strength
+    )
+    self._hyper = self._hyperparameters(self.settings)
 
   def _replicate(self, value: Any) -> jax.Array:
     """A copy of a host array on every device of the mesh."""
@@ -169,9 +242,11 @@ class Trainer:
     logits = self.logits(params, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  def _step_fn(self, params, opt_state, x, y, idx):
+  def _step_fn(self, params, opt_state, x, y, idx, hyper):
     loss, grads = jax.value_and_grad(self._loss)(params, x[idx], y[idx])
-    updates, opt_state = self.tx.update(grads, opt_state, params)
+    # The same optimizer as self.tx, with η and λ traced (same state layout).
+    tx = self.method.make(dataclasses.replace(self.settings, **hyper), self.specs)
+    updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
   def _evaluate_fn(self, params, opt_state, x_test, y_test):
@@ -181,16 +256,21 @@ class Trainer:
       return accuracy, report["group_sparsity"], report["unstructured_sparsity"]
 
     accuracy, group, entry = metrics(params)
+    zeros = zero_groups(params, self.specs)
     if self.method.dual_averaging:
-      prox_accuracy, prox_group, _ = metrics(oxr.prox_iterate(opt_state))
+      prox = oxr.prox_iterate(opt_state)
+      prox_accuracy, prox_group, _ = metrics(prox)
+      prox_zeros = zero_groups(prox, self.specs)
     else:
-      prox_accuracy, prox_group = accuracy, group
+      prox_accuracy, prox_group, prox_zeros = accuracy, group, zeros
     return {
       "accuracy": accuracy,
       "group_sparsity": group,
       "unstructured_sparsity": entry,
       "prox_accuracy": prox_accuracy,
       "prox_group_sparsity": prox_group,
+      "zeros": zeros,
+      "prox_zeros": prox_zeros,
     }
 
   def init(self, seed: int) -> tuple[Any, Any]:
@@ -206,7 +286,7 @@ class Trainer:
     start = time.perf_counter()
     idx = jax.ShapeDtypeStruct((self.batch_size,), jnp.int32, sharding=self._rows)
     self._compiled = self._step.lower(
-      params, opt_state, self.x_train, self.y_train, idx
+      params, opt_state, self.x_train, self.y_train, idx, self._hyper
     ).compile()
     return time.perf_counter() - start
 
@@ -218,6 +298,8 @@ class Trainer:
     progress: bool = True,
     desc: str = "",
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    every_epoch: bool = True,
+    prune: bool = True,
   ) -> RunResult:
     """Trains from the seed's initialization for `epochs` epochs.
 
@@ -226,7 +308,10 @@ class Trainer:
       epochs: the number of passes.
       progress: show a tqdm bar (on stderr).
       desc: the bar's label.
-      on_epoch: called with (epoch, metrics) after each epoch.
+      on_epoch: called with (epoch, metrics) after each evaluated epoch.
+      every_epoch: evaluate after every epoch (False: only after the last,
+        which is faster; a sweep needs no curves).
+      prune: count the exported network's parameters (False: NaN).
 
     Returns:
       A :class:`RunResult`.
@@ -237,11 +322,20 @@ class Trainer:
     n = len(self.data.y_train)
     history: dict[str, list[float]] = {k: [] for k in METRICS}
 
+    history.update({k: [] for k in FLIPS})
+    masks: dict[str, np.ndarray] = {}
+
     def record(loss: float, params: Any, opt_state: Any) -> dict[str, float]:
       values = {"train_loss": loss}
-      metrics = self._evaluate(params, opt_state, self.x_test, self.y_test)
+      metrics = jax.device_get(
+        self._evaluate(params, opt_state, self.x_test, self.y_test)
+      )
+      for flips, zeros in zip(FLIPS, ("zeros", "prox_zeros"), strict=True):
+        mask = np.asarray(metrics.pop(zeros))
+        values[flips] = float(np.sum(mask != masks.get(zeros, mask)))
+        masks[zeros] = mask
       values.update({k: float(v) for k, v in metrics.items()})
-      for k in METRICS:
+      for k in (*METRICS, *FLIPS):
         history[k].append(values[k])
       return values
 
@@ -257,13 +351,21 @@ class Trainer:
       start = time.perf_counter()
       for idx in batches:
         params, opt_state, loss = self._compiled(
-          params, opt_state, self.x_train, self.y_train, self._indices(idx)
+          params,
+          opt_state,
+          self.x_train,
+          self.y_train,
+          self._indices(idx),
+          self._hyper,
         )
         losses.append(loss)
         if self._wait_on_previous_step and len(losses) > 1:
           losses[-2].block_until_ready()
       loss = float(jnp.mean(jnp.stack(losses)))  # Waits for the epoch to finish.
       epoch_seconds.append(time.perf_counter() - start)
+      if not (every_epoch or epoch == epochs):
+        bar.set_postfix(loss=f"{loss:.3f}")
+        continue
       values = record(loss, params, opt_state)
       bar.set_postfix(
         loss=f"{loss:.3f}",
@@ -282,10 +384,16 @@ class Trainer:
       else None
     )
     final = {k: history[k][-1] for k in METRICS}
+    # Transitions from an epoch that ended in the final stage to the next.
+    last = self.settings.milestones[-1] if self.settings.milestones else 0
+    first = -(-last // self.steps_per_epoch)  # The first such epoch.
+    for flips in FLIPS:
+      counts = history[flips][first + 1 :] if every_epoch else [float("nan")]
+      final[flips.replace("group", "final_stage")] = float(np.sum(counts))
     final["params"] = float(sum(np.size(x) for x in jax.tree.leaves(host_params)))
     finite = all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_params))
     # A diverged run has no function to preserve: nothing to export.
-    pruned = self.pruned_params(host_params) if finite else float("nan")
+    pruned = self.pruned_params(host_params) if finite and prune else float("nan")
     final["params_after_pruning"] = float(pruned)
     # The median epoch: robust to other processes briefly taking the CPU.
     final["time_per_step_ms"] = 1e3 * np.median(epoch_seconds) / self.steps_per_epoch
