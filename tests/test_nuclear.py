@@ -139,12 +139,15 @@ def test_threshold_zero_and_low_precision(x64):
   z, iters = solve(v, d, anchor, 0.0)
   np.testing.assert_array_equal(z, anchor - v / d)
   assert int(iters) == 0
-  z64, _ = solve(v, d, anchor, 1.0)
-  z16, _ = oxr.solve_nuclear(
-    *(jnp.asarray(x, jnp.bfloat16) for x in (v, d, anchor)), 1.0
-  )
+  cast = [jnp.asarray(x, jnp.bfloat16) for x in (v, d, anchor)]
+  z16, _ = oxr.solve_nuclear(*cast, 1.0)
   assert z16.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(z16, np.float64), z64, atol=0.1)
+  # Oracle: the float64 solve of the same (bf16-rounded) inputs, to 2 bf16 ulps
+  # of the solution's scale (measured: 0.18 ulp).
+  z64, _ = solve(*(jnp.asarray(x, jnp.float64) for x in cast), 1.0)
+  ulp = float(jnp.finfo(jnp.bfloat16).eps)
+  atol = 2 * ulp * float(np.max(np.abs(z64)))
+  np.testing.assert_allclose(np.asarray(z16, np.float64), z64, rtol=0, atol=atol)
 
 
 def test_value_and_sparsity_report_rank():
