@@ -223,7 +223,7 @@ def lineup(
   variants: bool = False,
   only: Sequence[str] | None = None,
 ) -> list[Candidate]:
-  """The optimizers compared, with the paper's learning rates (DESIGN §5).
+  """The optimizers compared, with the paper's learning rates (docs/algorithm.md#experiments-data-and-hyperparameters).
 
   `reg` is λ for the structured optimizers; RAMDA is also run with λ = 0
   (where it is MADGRAD without weight decay: the solver is skipped).

@@ -17,7 +17,7 @@
 # # Inside the subproblem solver: early stopping, condition (7) and exact Newton
 #
 # Every RAMDA step solves, per regularized parameter leaf, the proximal
-# subproblem (DESIGN §3)
+# subproblem (docs/algorithm.md#the-subproblem)
 #
 # $$\hat W = \arg\min_z\ ⟨V, z − W^0⟩ + \tfrac12 \textstyle\sum_i D_i (z_i − W^0_i)^2
 #   + α λ \sum_g ω_g ‖z_g‖_2,$$
@@ -267,7 +267,7 @@ plt.show()
 # differs from RAMDA's by about an ulp, and in float32 the authors' stopping
 # rule (a relative decrease below 10⁻⁸, under float32's resolution) stops
 # where rounding makes the objective stall, which such a change can move by a
-# few iterations (DESIGN §6).
+# few iterations (docs/algorithm.md#numerics).
 
 
 # %%

@@ -1,4 +1,4 @@
-"""Tests of the baselines: `_rmda`, `_proxgen`, `_prox_sgd`, `_proxssi` (DESIGN §4).
+"""Tests of the baselines: `_rmda`, `_proxgen`, `_prox_sgd`, `_proxssi` (docs/algorithm.md#the-baselines).
 
 Oracles:
 * `optax.adam` (ProxGen and ProxSSI at λ = 0) and `optax.sgd` with momentum (ProxSGD at

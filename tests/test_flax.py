@@ -40,7 +40,7 @@ def _axes_by_path(specs):
 def _assert_one_group_per_feature(shape, axes, feature_axes):
   """Zeroing one feature's slice zeroes one group; #groups = #features.
 
-  A group_lasso spec's groups span `axes` (DESIGN §1), so a group is nonzero
+  A group_lasso spec's groups span `axes` (docs/algorithm.md#the-problem-and-the-regularizers), so a group is nonzero
   when any entry along those axes is.
   """
   w = np.ones(shape, np.float32)

@@ -2,9 +2,9 @@
 
 Oracles: singular-value soft-thresholding with NumPy's SVD (the exact prox when
 d is constant), a NumPy float64 transcription of the PG iteration and both
-stopping rules (DESIGN §3), the prox fixed-point condition z = SVT(z − h∇f(z), hτ)
+stopping rules (docs/algorithm.md#the-subproblem), the prox fixed-point condition z = SVT(z − h∇f(z), hτ)
 at the optimum, NumPy's singular values and matrix rank, and a NumPy float64
-transcription of RAMDA (DESIGN §2) with the nuclear-norm subproblem.
+transcription of RAMDA (docs/algorithm.md#the-ramda-step) with the nuclear-norm subproblem.
 """
 
 import math
@@ -176,7 +176,7 @@ def test_value_and_sparsity_report_rank():
 
 
 def _ramda_nuclear_transcription(w0, grads_fn, steps, lr, c, eps, lam):
-  """DESIGN §2 in NumPy float64 with the nuclear subproblem by `_pg_reference`."""
+  """docs/algorithm.md#the-ramda-step in NumPy float64 with the nuclear subproblem by `_pg_reference`."""
   w, anchor = w0.copy(), w0.copy()
   big_v, big_u, alpha, iters = np.zeros_like(w0), np.zeros_like(w0), 0.0, []
   for k in range(1, steps + 1):

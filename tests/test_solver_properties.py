@@ -1,4 +1,4 @@
-"""Property-based tests of the group-lasso subproblem solver (DESIGN §3).
+"""Property-based tests of the group-lasso subproblem solver (docs/algorithm.md#the-subproblem).
 
 For random subproblems — leaf layouts and group axes, a preconditioner D spanning
 up to two decades, thresholds that screen anywhere from no group to every group,

@@ -1,4 +1,4 @@
-"""Tests of the "pg" subproblem solver and the ℓ1 closed form (DESIGN §3).
+"""Tests of the "pg" subproblem solver and the ℓ1 closed form (docs/algorithm.md#the-subproblem).
 
 Oracles: closed forms (ℓ1; group lasso with D constant on each group), the
 bisection solution of tests/numpy_reference.py, the NumPy transcription of the

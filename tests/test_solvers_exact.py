@@ -1,16 +1,16 @@
-"""Tests of the exact group-lasso solver and of the paper's stopping rule (DESIGN §3).
+"""Tests of the exact group-lasso solver and of the paper's stopping rule (docs/algorithm.md#the-subproblem).
 
 Oracles:
 * `_secular_reference`: an independent extended-precision (np.longdouble)
   bisection on the secular equation φ(μ) = μ‖b/(d + μ)‖ = τω_g, written from
-  DESIGN §3, and the float64 bisection of tests/numpy_reference.py;
+  docs/algorithm.md#the-subproblem, and the float64 bisection of tests/numpy_reference.py;
 * closed forms (τ = 0; groups of size one; d constant on a group);
 * the subproblem's KKT conditions;
 * the linear rate of proximal gradient, which turns the "decrease" rule's
   tolerance into a bound on the objective gap;
 * `_pg_condition7_reference`: a NumPy transcription of PG stopped by the
   paper's condition (7);
-* a NumPy float64 transcription of RAMDA (DESIGN §2) with the exact prox.
+* a NumPy float64 transcription of RAMDA (docs/algorithm.md#the-ramda-step) with the exact prox.
 """
 
 import math
@@ -98,7 +98,7 @@ def _group_errors(z, z_ref):
 
 
 def _objective(v, d, anchor, tau, axes, z, weight=None):
-  """q(z) in float64 over all groups (DESIGN §3)."""
+  """q(z) in float64 over all groups (docs/algorithm.md#the-subproblem)."""
   v, d, anchor, z = (np.asarray(x, np.float64) for x in (v, d, anchor, z))
   size = math.prod(v.shape[a] for a in axes)
   w = math.sqrt(size) if weight is None else weight
@@ -449,7 +449,7 @@ def test_invalid_stopping_arguments():
 
 
 def _ramda_exact_transcription(params, grads_fn, steps, lr, c, eps, lam, axes):
-  """DESIGN §2 in NumPy float64, the prox by the longdouble reference; no ramp."""
+  """docs/algorithm.md#the-ramda-step in NumPy float64, the prox by the longdouble reference; no ramp."""
   w = {n: np.array(p, np.float64) for n, p in params.items()}
   anchor = {n: p.copy() for n, p in w.items()}
   big_v = {n: np.zeros_like(p) for n, p in w.items()}
@@ -475,7 +475,7 @@ def _ramda_exact_transcription(params, grads_fn, steps, lr, c, eps, lam, axes):
 
 
 def test_ramda_exact_matches_float64_transcription(x64):
-  """Oracle: `_ramda_exact_transcription` (DESIGN §2 with the exact prox)."""
+  """Oracle: `_ramda_exact_transcription` (docs/algorithm.md#the-ramda-step with the exact prox)."""
   del x64
   rng = np.random.default_rng(0)
   x = rng.normal(size=(32, 6))

@@ -1,6 +1,6 @@
 """Tests of the structure reports (optax_ramda/_sparsity.py).
 
-Oracles: counts by hand on small trees, and a NumPy transcription of DESIGN §1
+Oracles: counts by hand on small trees, and a NumPy transcription of docs/algorithm.md#the-problem-and-the-regularizers
 (weighted group sparsity 1 − Σ_g |g|·[W_g ≠ 0] / Σ_g |g| over regularized
 leaves; unstructured sparsity over all entries) on random sparse trees.
 """
@@ -14,7 +14,7 @@ import optax_ramda as oxr
 
 
 def _numpy_report(params, axes_by_leaf):
-  """DESIGN §1 in NumPy: axes_by_leaf maps leaf name -> group axes or None."""
+  """docs/algorithm.md#the-problem-and-the-regularizers in NumPy: axes_by_leaf maps leaf name -> group axes or None."""
   total = zero_weight = 0
   zero_entries = entries = 0
   for name, w in params.items():
