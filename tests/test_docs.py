@@ -58,3 +58,9 @@ def test_every_pointer_into_the_algorithm_page_names_a_section():
       pointers += 1
       assert title in titles, f'{path.name}: no section "{title}"'
   assert pointers > 0
+
+
+def test_no_reference_to_design_notes_outside_the_repository():
+  files = [ROOT / "README.md", *sorted((ROOT / "optax_ramda").rglob("*.py"))]
+  offenders = [p.name for p in files if "DESIGN" in p.read_text()]
+  assert not offenders, offenders
