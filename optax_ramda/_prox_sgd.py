@@ -113,7 +113,7 @@ def prox_sgd(
     w &← \operatorname{prox}_{ηψ}(w - η b),
 
   where :math:`η` is `learning_rate`, :math:`c` is `momentum` and
-  :math:`ψ = λ × ` the leaf's regularizer with :math:`λ` = `reg_strength`. The
+  :math:`ψ = λ ×` the leaf's regularizer with :math:`λ` = `reg_strength`. The
   prox is the block soft-threshold at :math:`ηλω_g` for a group lasso, the
   soft-threshold at :math:`ηλ` for ℓ1, and the identity for unregularized
   leaves. With :math:`λ = 0` this is :func:`optax.sgd` with learning rate

@@ -134,7 +134,7 @@ def proxgen(
       + η ψ(z),
 
   where :math:`η` is `learning_rate` (a schedule is allowed), :math:`β_1,
-  β_2, ε` are `b1`, `b2`, `eps`, and :math:`ψ = λ × ` the leaf's regularizer
+  β_2, ε` are `b1`, `b2`, `eps`, and :math:`ψ = λ ×` the leaf's regularizer
   with :math:`λ` = `reg_strength`. Unregularized leaves take the plain Adam
   step :math:`w ← w - a m / P`: with :math:`λ = 0` ProxGen is
   :func:`optax.adam`. The subproblem of a regularized leaf is solved by the

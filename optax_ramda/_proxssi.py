@@ -130,7 +130,7 @@ def proxssi(
     w &← \arg\min_z \tfrac12 \sum_i p_i (z_i - x_i)^2 + η ψ(z),
 
   where :math:`η` is `learning_rate` (a schedule is allowed), :math:`β_1,
-  β_2, ε` are `b1`, `b2`, `eps`, and :math:`ψ = λ × ` the leaf's regularizer
+  β_2, ε` are `b1`, `b2`, `eps`, and :math:`ψ = λ ×` the leaf's regularizer
   with :math:`λ` = `reg_strength`. Unlike :func:`proxgen`, ε is added to the
   *uncorrected* root (as in Hugging Face's AdamW) and the prox uses the
   uncorrected metric :math:`p`: early in training the threshold is

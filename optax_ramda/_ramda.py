@@ -219,7 +219,7 @@ def ramda(
     w &← (1 - c) w + c \hat W_k,
 
   where :math:`η` is `learning_rate`, :math:`c` is `momentum`,
-  :math:`ε` is `eps`, :math:`ψ = λ × ` the leaf's regularizer with
+  :math:`ε` is `eps`, :math:`ψ = λ ×` the leaf's regularizer with
   :math:`λ` = `reg_strength`, and :math:`W^0` the anchor. Unregularized leaves
   take the closed form :math:`\hat W = W^0 - V/D`; regularized ones are solved
   by `solver`, warm-started at :math:`w`. With :math:`λ = 0` RAMDA is MADGRAD

@@ -169,7 +169,7 @@ def rmda(
     w &← (1 - c) w + c \hat W_k,
 
   where :math:`η` is `learning_rate`, :math:`c` is `momentum`,
-  :math:`ψ = λ × ` the leaf's regularizer with :math:`λ` = `reg_strength`, and
+  :math:`ψ = λ ×` the leaf's regularizer with :math:`λ` = `reg_strength`, and
   :math:`W^0` the anchor. For a group lasso the prox is the block
   soft-threshold :math:`\hat W_g = x_g \max(0, 1 - τ ω_g / ‖x_g‖)` at
   :math:`τ = α_k λ / \sqrt{k}`; for ℓ1 the entrywise soft-threshold at
