@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -304,13 +304,13 @@ def solve_group_lasso(
 
   def proximal_gradient():
     # Screened inside the branch, so a step with τ = 0 does not pay for it.
-    active = ~(group_norm(d * anchor - v, axes) <= tau_w)  # NaN stays active.
-    return _pg_group_lasso(
+    screen = screen_group_lasso(v, d, anchor, tau_w, axes)
+    return pg_group_lasso(
       v,
       d,
       anchor,
       tau_w,
-      active,
+      screen,
       init.astype(dtype),
       axes,
       max_iters,
@@ -442,6 +442,123 @@ def solve_nuclear(
   return z.astype(dtype), iters
 
 
+class Screening(NamedTuple):
+  """One pass of safe screening over a leaf (see :func:`screen_group_lasso`).
+
+  Attributes:
+    b: D∘W⁰ − V, entrywise.
+    norm_b: ‖b_g‖₂ per group (group axes kept as size-1 axes).
+    d_min: min_{i∈g} d_i per group.
+    d_max: max_{i∈g} d_i per group.
+    active: ``~(‖b_g‖ ≤ τω_g)``: the groups whose optimum is not zero (a NaN
+      norm stays active).
+  """
+
+  b: jax.Array
+  norm_b: jax.Array
+  d_min: jax.Array
+  d_max: jax.Array
+  active: jax.Array
+
+
+def group_reduce(
+  terms: Sequence[jax.Array], axes: tuple[int, ...], ops: Sequence[str] | None = None
+) -> tuple[jax.Array, ...]:
+  """Reduces every array of `terms` over the group `axes` in one pass.
+
+  One variadic reduction: XLA evaluates all the terms (and what they are
+  computed from) in a single loop over the leaf, where separate ``jnp.sum``
+  calls each read the inputs again.
+
+  Args:
+    terms: arrays of one shape.
+    axes: the (normalized) group axes.
+    ops: per term ``"sum"`` (default), ``"max"`` or ``"min"``.
+
+  Returns:
+    One array per term, the group axes kept as size-1 axes.
+  """
+  ops = tuple(ops or ("sum",) * len(terms))
+  fns = {"sum": lax.add, "max": lax.max, "min": lax.min}
+  inits = {"sum": 0.0, "max": -jnp.inf, "min": jnp.inf}
+  init = tuple(jnp.asarray(inits[o], t.dtype) for o, t in zip(ops, terms, strict=True))
+
+  def combine(x, y):
+    return tuple(fns[o](a, b) for o, a, b in zip(ops, x, y, strict=True))
+
+  out = lax.reduce(tuple(terms), init, combine, axes)
+  return tuple(jnp.expand_dims(x, axes) for x in out)
+
+
+def screen_group_lasso(
+  v: jax.Array,
+  d: jax.Array,
+  anchor: jax.Array,
+  tau_w: jax.Array,
+  axes: tuple[int, ...],
+) -> Screening:
+  r"""Safe screening and the per-group setup of both solvers, in one pass.
+
+  ‖b_g‖ with b = D∘W⁰ − V decides screening (:math:`z_g^* = 0` iff
+  :math:`‖b_g‖ ≤ τω_g`); the extreme entries of d give PG's step
+  :math:`1/\max_g d` and the exact solver's bracket.
+  """
+  b = d * anchor - v
+  sq, d_min, d_max = group_reduce((jnp.square(b), d, d), axes, ("sum", "min", "max"))
+  norm_b = jnp.sqrt(sq)
+  return Screening(b, norm_b, d_min, d_max, ~(norm_b <= tau_w))
+
+
+def newton_step(
+  b: jax.Array,
+  d: jax.Array,
+  tau_w: jax.Array,
+  axes: tuple[int, ...],
+  mu: jax.Array,
+  lo: jax.Array,
+  hi: jax.Array,
+  done: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """One safeguarded Newton evaluation of the exact solver, for every group.
+
+  One pass over b and d (one reciprocal 1/(d + μ) per entry, both sums in
+  one reduction); groups already `done` keep their μ.
+
+  Args:
+    b: D∘W⁰ − V.
+    d: the positive preconditioner.
+    tau_w: τω_g > 0.
+    axes: the (normalized) group axes.
+    mu: μ per group (group axes kept as size-1 axes).
+    lo: the lower end of each group's bracket.
+    hi: the upper end.
+    done: the groups that have converged.
+
+  Returns:
+    ``(mu, lo, hi, done)`` after the evaluation.
+  """
+  eps = jnp.finfo(mu.dtype).eps
+  # In w = μ/(d + μ) ∈ (0, 1] nothing overflows: φ = ‖b∘w‖ and
+  # μφ'(μ) = Σ b²w²(1 − w)/φ, with 1 − w = d/(d + μ) formed without
+  # cancellation.
+  r = 1 / (d + mu)
+  bw2 = jnp.square(b * (mu * r))
+  s2, s3 = group_reduce((bw2, bw2 * (d * r)), axes)
+  err = jnp.sqrt(s2) - tau_w
+  converged = jnp.abs(err) <= _EXACT_TOL_ULPS * eps * tau_w
+  lo = jnp.where(err < 0, mu, lo)
+  hi = jnp.where(err > 0, mu, hi)
+  # Newton on F(μ) = μ/φ − μ/τω_g, rearranged: μ ← μ·s3τω/(s3τω + s2(φ − τω)).
+  newton = mu * (s3 * tau_w) / (s3 * tau_w + s2 * err)
+  inside = (newton >= lo) & (newton <= hi)  # False on NaN.
+  bisect = jnp.where(lo > 0, jnp.sqrt(lo) * jnp.sqrt(hi), 0.5 * hi)
+  step = jnp.where(inside, newton, bisect)
+  stalled = jnp.abs(step - mu) <= 2 * eps * mu
+  mu = jnp.where(done | converged, mu, step)
+  done = done | converged | stalled | ~jnp.isfinite(err)
+  return mu, lo, hi, done
+
+
 def exact_group_lasso(
   v: jax.Array,
   d: jax.Array,
@@ -449,6 +566,7 @@ def exact_group_lasso(
   tau_w: jax.Array,
   axes: tuple[int, ...],
   mu_init: jax.Array | None = None,
+  screen: Screening | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The ``"exact"`` solver for τω_g > 0 (see :func:`solve_group_lasso`).
 
@@ -460,6 +578,8 @@ def exact_group_lasso(
     axes: the (normalized) group axes.
     mu_init: optional per-group Newton start (group axes kept as size-1 axes),
       clipped into the bracket; default: the bracket's upper end.
+    screen: the :func:`screen_group_lasso` pass of these arrays in the compute
+      dtype (at least float32), if the caller has it; default: computed here.
 
   Returns:
     ``(z, iterations, mu)``: the solution in the dtype of `v`, the Newton
@@ -471,40 +591,20 @@ def exact_group_lasso(
   compute = jnp.promote_types(dtype, jnp.float32)
   v, d, anchor = v.astype(compute), d.astype(compute), anchor.astype(compute)
   tau_w = jnp.asarray(tau_w, compute)
-  eps = jnp.finfo(compute).eps
-  b = d * anchor - v
-  norm_b = group_norm(b, axes)
-  active = ~(norm_b <= tau_w)
-  gap = jnp.where(active, norm_b - tau_w, 1)
+  if screen is None:
+    screen = screen_group_lasso(v, d, anchor, tau_w, axes)
+  b, active = screen.b, screen.active
+  gap = jnp.where(active, screen.norm_b - tau_w, 1)
   # φ(μ) lies between μ‖b‖/(max d + μ) and μ‖b‖/(min d + μ): the bracket.
-  lo = tau_w * jnp.min(d, axis=axes, keepdims=True) / gap
-  hi = tau_w * jnp.max(d, axis=axes, keepdims=True) / gap
+  lo = tau_w * screen.d_min / gap
+  hi = tau_w * screen.d_max / gap
   mu = hi if mu_init is None else jnp.clip(mu_init.astype(compute), lo, hi)
   # Screened groups, and groups with constant d (lo = hi: closed form), are done.
   done = ~active | (lo >= hi)
 
   def body(carry):
-    j, mu, lo, hi, done = carry
-    # In w = μ/(d + μ) ∈ (0, 1] nothing overflows: φ = ‖b∘w‖ and
-    # μφ'(μ) = Σ b²w²(1 − w)/φ, with 1 − w = d/(d + μ) formed without
-    # cancellation.
-    w = mu / (d + mu)
-    bw2 = jnp.square(b * w)
-    s2 = jnp.sum(bw2, axis=axes, keepdims=True)
-    s3 = jnp.sum(bw2 * (d / (d + mu)), axis=axes, keepdims=True)
-    err = jnp.sqrt(s2) - tau_w
-    converged = jnp.abs(err) <= _EXACT_TOL_ULPS * eps * tau_w
-    lo = jnp.where(err < 0, mu, lo)
-    hi = jnp.where(err > 0, mu, hi)
-    # Newton on F(μ) = μ/φ − μ/τω_g, rearranged: μ ← μ·s3τω/(s3τω + s2(φ − τω)).
-    newton = mu * (s3 * tau_w) / (s3 * tau_w + s2 * err)
-    inside = (newton >= lo) & (newton <= hi)  # False on NaN.
-    bisect = jnp.where(lo > 0, jnp.sqrt(lo) * jnp.sqrt(hi), 0.5 * hi)
-    step = jnp.where(inside, newton, bisect)
-    stalled = jnp.abs(step - mu) <= 2 * eps * mu
-    mu = jnp.where(done | converged, mu, step)
-    done = done | converged | stalled | ~jnp.isfinite(err)
-    return j + 1, mu, lo, hi, done
+    j, *state = carry
+    return j + 1, *newton_step(b, d, tau_w, axes, *state)
 
   def cond(carry):
     j, *_, done = carry
@@ -517,32 +617,119 @@ def exact_group_lasso(
   return z.astype(dtype), iters, mu
 
 
-def _pg_group_lasso(
-  v, d, anchor, tau_w, active, init, axes, max_iters, rtol, stopping, subgradient_tol
+class PGPass(NamedTuple):
+  """What one reduction pass of PG computes from the iterate z (per group).
+
+  Attributes:
+    objective: q_g(z) = ⟨v_g, z_g − W⁰_g⟩ + ½‖z_g − W⁰_g‖²_{d_g} + τω_g‖z_g‖.
+    factor: max(0, 1 − hτω_g/‖y_g‖), the group's shrink factor for the next
+      step from z, y = z − h(v + d∘(z − W⁰)).
+    subgradient_sq: Σ_g ((d − 1/h)∘(z − z⁻))², when z⁻ was given.
+  """
+
+  objective: jax.Array
+  factor: jax.Array
+  subgradient_sq: jax.Array | None
+
+
+def pg_reduce(
+  z: jax.Array,
+  v: jax.Array,
+  d: jax.Array,
+  anchor: jax.Array,
+  step: jax.Array,
+  tau_w: jax.Array,
+  axes: tuple[int, ...],
+  z_prev: jax.Array | None = None,
+) -> PGPass:
+  """The reduction half of a PG iteration: one pass over z, v, d and W⁰.
+
+  It evaluates, in one variadic reduction, the objective at z (for the
+  stopping rule) and the norm of the next gradient step y from z (for the
+  next shrink), and with `z_prev` the subgradient left by the step
+  z_prev → z (for condition (7)).
+
+  Args:
+    z: the current iterate.
+    v: the dual average.
+    d: the positive preconditioner.
+    anchor: the anchor W⁰.
+    step: h_g = 1/max_{i∈g} d_i per group.
+    tau_w: τω_g ≥ 0.
+    axes: the (normalized) group axes.
+    z_prev: the previous iterate, for the subgradient.
+
+  Returns:
+    A :class:`PGPass`.
+  """
+  y = z - step * (v + d * (z - anchor))
+  dz = z - anchor
+  # 0.5·(d·dz²), bit for bit (0.5 d)·dz², but nothing for XLA to hoist as an array.
+  terms = [v * dz + 0.5 * (d * jnp.square(dz)), jnp.square(z), jnp.square(y)]
+  if z_prev is not None:
+    terms.append(jnp.square((d - 1 / step) * (z - z_prev)))
+  sums = group_reduce(terms, axes)
+  objective = sums[0] + tau_w * jnp.sqrt(sums[1])
+  norm = jnp.sqrt(sums[2])
+  # A zero y gives z = 0 whatever the factor; guard the division only.
+  factor = jnp.maximum(0, 1 - step * tau_w / jnp.where(norm > 0, norm, 1))
+  return PGPass(objective, factor, sums[3] if z_prev is not None else None)
+
+
+def pg_apply(
+  z: jax.Array,
+  v: jax.Array,
+  d: jax.Array,
+  anchor: jax.Array,
+  step: jax.Array,
+  factor: jax.Array,
+  active: jax.Array,
+) -> jax.Array:
+  """The elementwise half of a PG iteration: z ← y·factor on unscreened groups.
+
+  y = z − h(v + d∘(z − W⁰)), with `factor` from :func:`pg_reduce` at z.
+  """
+  y = z - step * (v + d * (z - anchor))
+  return jnp.where(active, y * factor, 0)
+
+
+def pg_group_lasso(
+  v, d, anchor, tau_w, screen, init, axes, max_iters, rtol, stopping, subgradient_tol
 ):
-  """PG iteration over the unscreened groups, stopped by `stopping`."""
-  step = 1 / jnp.max(d, axis=axes, keepdims=True)
-  shrink_by = step * tau_w
+  """PG iteration over the unscreened groups, stopped by `stopping`.
 
-  def pg_step(z):
-    y = z - step * (v + d * (z - anchor))
-    norm = group_norm(y, axes)
-    # A zero y gives z = 0 whatever the factor; guard the division only.
-    factor = jnp.maximum(0, 1 - shrink_by / jnp.where(norm > 0, norm, 1))
-    return jnp.where(active, y * factor, 0)
-
-  def per_group_objective(z):
-    dz = z - anchor
-    smooth = jnp.sum(v * dz + 0.5 * d * jnp.square(dz), axis=axes, keepdims=True)
-    return smooth + tau_w * group_norm(z, axes)
-
+  With ``stopping="decrease"`` each iteration is one reduction pass over the
+  iterate (:func:`pg_reduce`: the objective that the stopping rule tests,
+  together with the norm that the next step's shrink needs) and the write of
+  the next iterate (:func:`pg_apply`), which the last pass skips. The iterates,
+  the objective values and the iteration counts are those of the textbook loop
+  (a PG step, then an evaluation of q̄).
+  """
+  active = screen.active
+  step = 1 / screen.d_max
   z0 = jnp.where(active, init, 0)
   run = jnp.any(active)
+
   if stopping == "subgradient":
+
+    def pg_step(z):
+      return pg_apply(
+        z,
+        v,
+        d,
+        anchor,
+        step,
+        pg_reduce(z, v, d, anchor, step, tau_w, axes).factor,
+        active,
+      )
+
+    def objective(z):
+      return jnp.sum(pg_reduce(z, v, d, anchor, step, tau_w, axes).objective)
+
     gap = d - 1 / step
     return _pg_subgradient_loop(
       pg_step,
-      lambda z: jnp.sum(per_group_objective(z)),
+      objective,
       lambda z, z_prev: jnp.sqrt(jnp.sum(jnp.square(gap * (z - z_prev)))),
       z0,
       init,
@@ -550,14 +737,30 @@ def _pg_group_lasso(
       max_iters,
       run,
     )
-  return _pg_decrease_loop(
-    pg_step,
-    lambda z: jnp.sum(jnp.where(active, per_group_objective(z), 0)),
-    z0,
-    max_iters,
-    rtol,
-    run,
+
+  # The authors' rule: stop after j ≥ 2 once (q̄ⱼ₋₁ − q̄ⱼ)/(|q̄ⱼ| + 1) < rtol.
+  # The pass at zⱼ evaluates q̄ⱼ and the shrink of the step from zⱼ; the step
+  # is taken unless the rule (or the cap) stops at zⱼ.
+  def body(carry):
+    j, z, q_prev, _ = carry
+    out = pg_reduce(z, v, d, anchor, step, tau_w, axes)
+    q = jnp.sum(jnp.where(active, out.objective, 0))
+    converged = (j >= 2) & ((q_prev - q) / (jnp.abs(q) + 1) < rtol)
+    stop = (j >= max_iters) | converged | ~run
+    # A select, not a lax.cond: the cond's branches copied the iterate. The
+    # barrier keeps XLA from sharing y between the two passes, which it did by
+    # writing y out and reading it back (two more param-sized transfers).
+    z_b = lax.optimization_barrier(z)
+    z = jnp.where(stop, z, pg_apply(z_b, v, d, anchor, step, out.factor, active))
+    return j + jnp.where(stop, 0, 1), z, q, stop
+
+  zero = jnp.zeros([], v.dtype)
+  iters, z, _, _ = lax.while_loop(
+    lambda carry: ~carry[3],
+    body,
+    (jnp.zeros([], jnp.int32), z0, zero, jnp.zeros([], bool)),
   )
+  return z, iters
 
 
 def _pg_decrease_loop(pg_step, objective, z0, max_iters, rtol, run):
