@@ -20,10 +20,12 @@ from optax_ramda._pruning import PruningReport as PruningReport
 from optax_ramda._pruning import prune_input_channels as prune_input_channels
 from optax_ramda._pruning import prune_linen_params as prune_linen_params
 from optax_ramda._ramda import ScaleByRamdaState as ScaleByRamdaState
+from optax_ramda._ramda import Subproblem as Subproblem
 from optax_ramda._ramda import prox_iterate as prox_iterate
 from optax_ramda._ramda import ramda as ramda
 from optax_ramda._ramda import restart as restart
 from optax_ramda._ramda import scale_by_ramda as scale_by_ramda
+from optax_ramda._ramda import subproblem as subproblem
 from optax_ramda._regularizers import L1 as L1
 from optax_ramda._regularizers import GroupLasso as GroupLasso
 from optax_ramda._regularizers import Nuclear as Nuclear

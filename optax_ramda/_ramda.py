@@ -16,8 +16,10 @@ from optax_ramda._regularizers import (
 from optax_ramda._solvers import (
   Solver,
   Stopping,
+  WarmStart,
   check_solver,
   check_stopping,
+  check_warm_start,
   subgradient_tolerance,
 )
 
@@ -77,6 +79,7 @@ def scale_by_ramda(
   rtol: float = 1e-8,
   stopping: Stopping = "decrease",
   subgradient_tol: float = 1e-5,
+  warm_start: WarmStart = "params",
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
   momentum_ramp: bool = True,
@@ -102,6 +105,7 @@ def scale_by_ramda(
     momentum_ramp, _checks.check_ramp(momentum_ramp, ramp_start), milestones
   )
   check_solver(solver)
+  check_warm_start(warm_start)
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
@@ -136,7 +140,7 @@ def scale_by_ramda(
     threshold = alpha * _stages.value_at(reg_strength, count)
     c = _stages.averaging_weight(_stages.value_at(momentum, count), count, ramp_start)
 
-    def leaf_step(spec, g, w, v, u, anchor):
+    def leaf_step(spec, g, w, v, u, anchor, prox):
       sg = s * g  # U gains (s·g)·g: it overflows only where s·g² itself does.
       v = v + sg.astype(v.dtype)
       u = u + (sg * g).astype(u.dtype)
@@ -149,7 +153,7 @@ def scale_by_ramda(
           d,
           anchor,
           threshold,
-          w,
+          w if warm_start == "params" else prox,
           solver=solver,
           max_iters=max_iters,
           rtol=rtol,
@@ -168,6 +172,7 @@ def scale_by_ramda(
       state.grad_sum,
       state.grad_sq_sum,
       state.anchor,
+      state.prox,
     )
     new_state = ScaleByRamdaState(
       count=optax.safe_increment(count),
@@ -196,6 +201,7 @@ def ramda(
   rtol: float = 1e-8,
   stopping: Stopping = "decrease",
   subgradient_tol: float = 1e-5,
+  warm_start: WarmStart = "params",
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
   momentum_ramp: bool = True,
@@ -222,7 +228,8 @@ def ramda(
   :math:`ε` is `eps`, :math:`ψ = λ ×` the leaf's regularizer with
   :math:`λ` = `reg_strength`, and :math:`W^0` the anchor. Unregularized leaves
   take the closed form :math:`\hat W = W^0 - V/D`; regularized ones are solved
-  by `solver`, warm-started at :math:`w`. With :math:`λ = 0` RAMDA is MADGRAD
+  by `solver`, warm-started at :math:`w` (or at the previous :math:`\hat W`,
+  see `warm_start`). With :math:`λ = 0` RAMDA is MADGRAD
   without weight decay.
 
   Stages: when the step count reaches one of `milestones`, :math:`η` and
@@ -267,6 +274,11 @@ def ramda(
     subgradient_tol: ε₀ of ``stopping="subgradient"``, in the units of a
       gradient entry; in the solver study of BENCHMARKS.md the default was
       about as accurate as the ``"decrease"`` rule early in training.
+    warm_start: where the iterative solvers (``"pg"``, and the nuclear
+      spec's PG) start: ``"params"``, the current weights w (the authors'
+      choice; float64 runs reproduce their iterates), or ``"prox"``, the last
+      subproblem solution Ŵ (kept in the state). ``"exact"`` and the closed
+      forms ignore it.
     milestones: step counts at which a new stage starts (strictly increasing).
     decay: γ ∈ (0, 1], the factor applied to η and ε at each milestone.
     momentum_ramp: ramp the averaging weight (from the last milestone, or
@@ -331,6 +343,7 @@ def ramda(
     rtol=rtol,
     stopping=stopping,
     subgradient_tol=subgradient_tol,
+    warm_start=warm_start,
     milestones=milestones,
     decay=decay,
     momentum_ramp=momentum_ramp,
@@ -399,3 +412,87 @@ def restart(state: optax.OptState, params: optax.Params) -> optax.OptState:
     state,
     is_leaf=is_restartable,
   )
+
+
+class Subproblem(NamedTuple):
+  """The subproblem of RAMDA's last step; params-shaped trees and a scalar.
+
+  Attributes:
+    v: V, the dual average.
+    d: D = ∛U + ε, the preconditioner (the stage's ε, RAMDA's cube root).
+    anchor: W⁰, the anchor.
+    threshold: τ = α·λ, the scalar that multiplies each leaf's ψ/λ.
+  """
+
+  v: optax.Updates
+  d: optax.Updates
+  anchor: optax.Params
+  threshold: jax.Array
+
+
+def subproblem(
+  state: optax.OptState,
+  eps: float = 1e-6,
+  *,
+  reg_strength: optax.ScalarOrSchedule = 0.0,
+  milestones: tuple[int, ...] = (),
+  decay: float = 0.1,
+) -> Subproblem:
+  r"""The subproblem that RAMDA's last update solved, from its state.
+
+  .. math::
+
+    \hat W ≈ \arg\min_z ⟨V, z - W^0⟩ + \tfrac12 ‖z - W^0‖^2_D + τ ψ(z)/λ,
+    \qquad D = \sqrt[3]{U} + ε γ^{\text{stage}}, \quad τ = α λ,
+
+  computed as :func:`ramda` computes it (its cube root, the ε of the stage of
+  the last step). Pass the `eps`, `reg_strength`, `milestones` and `decay`
+  that the optimizer was built with. Feed a leaf to :func:`solve_group_lasso`
+  (``v, d, anchor, threshold``) to study the solvers on real subproblems.
+
+  Args:
+    state: the state of :func:`ramda` after at least one update (or of a chain
+      or wrapper containing exactly one RAMDA state).
+    eps: ε of the optimizer.
+    reg_strength: λ of the optimizer, a float or a schedule.
+    milestones: the optimizer's milestones.
+    decay: the optimizer's γ.
+
+  Returns:
+    A :class:`Subproblem`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import optax_ramda as oxr
+    >>> spec = oxr.group_lasso(axes=(1,))
+    >>> tx = oxr.ramda(0.1, eps=1e-6, reg_strength=0.5, regularizer=spec)
+    >>> w = jnp.ones((2, 2))
+    >>> _, state = tx.update(jnp.array([[1.0, 1.0], [-8.0, 8.0]]), tx.init(w), w)
+    >>> sub = oxr.subproblem(state, 1e-6, reg_strength=0.5)
+    >>> sub.d  # ∛(s g²) + ε with s = η√1 = 0.1
+    Array([[0.464..., 0.464...],
+           [1.856..., 1.856...]], dtype=float32)
+    >>> z, _ = oxr.solve_group_lasso(sub.v, sub.d, sub.anchor, sub.threshold, (1,))
+    >>> bool(jnp.all(z == oxr.prox_iterate(state)))  # the Ŵ of the update
+    True
+  """
+  found = [
+    s
+    for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, ScaleByRamdaState))
+    if isinstance(s, ScaleByRamdaState)
+  ]
+  if len(found) != 1:
+    raise ValueError(
+      f"subproblem needs a state holding exactly one RAMDA state, found {len(found)}."
+    )
+  ramda_state = found[0]
+  milestones = _checks.check_milestones(milestones)
+  last = jnp.maximum(ramda_state.count - 1, 0)  # The count of the last update.
+  dtype = ramda_state.alpha.dtype
+  stage = _stages.stage_of(last, milestones)
+  eps_t = jnp.asarray(eps, dtype) * jnp.asarray(decay, dtype) ** stage
+  d = jax.tree.map(
+    lambda u: cube_root(u) + eps_t.astype(u.dtype), ramda_state.grad_sq_sum
+  )
+  threshold = ramda_state.alpha * _stages.value_at(reg_strength, last)
+  return Subproblem(ramda_state.grad_sum, d, ramda_state.anchor, threshold)

@@ -30,6 +30,8 @@ _SOLVERS = ("pg", "exact")
 Solver = Literal["pg", "exact"]
 _STOPPINGS = ("decrease", "subgradient")
 Stopping = Literal["decrease", "subgradient"]
+_WARM_STARTS = ("params", "prox")
+WarmStart = Literal["params", "prox"]
 
 # ε_k = ε₀ k^(−SUBGRADIENT_DECAY) for the paper's condition (7); see
 # `subgradient_tolerance`.
@@ -47,6 +49,12 @@ def check_solver(solver: str) -> None:
   """Raises unless `solver` names a mode of the subproblem solver."""
   if solver not in _SOLVERS:
     raise ValueError(f"`solver` must be one of {_SOLVERS}, got {solver!r}.")
+
+
+def check_warm_start(warm_start: str) -> None:
+  """Raises unless `warm_start` names a starting point of the iterative solvers."""
+  if warm_start not in _WARM_STARTS:
+    raise ValueError(f"`warm_start` must be one of {_WARM_STARTS}, got {warm_start!r}.")
 
 
 def check_stopping(stopping: str, subgradient_tol: jax.typing.ArrayLike) -> None:

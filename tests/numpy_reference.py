@@ -239,6 +239,7 @@ def ramda_reference(
   decay=0.1,
   momentum_ramp=True,
   ramp_start=None,
+  warm_start="params",
 ) -> list[dict]:
   """Runs RAMDA in float64 and records every step.
 
@@ -258,6 +259,8 @@ def ramda_reference(
     momentum_ramp: Ramp c = min(c0 sqrt(r), 1) on the r-th step of the final stage
       (only if there are milestones).
     ramp_start: Step count from which the ramp runs instead (r = count - ramp_start + 1).
+    warm_start: PG starts at the current weights ("params") or at the previous
+      step's subproblem solution ("prox"; the params before the first step).
 
   Returns:
     One dict per step with keys "params", "prox", "iterations", "alpha", "k".
@@ -268,6 +271,7 @@ def ramda_reference(
   big_v = {n: np.zeros_like(p) for n, p in w.items()}
   big_u = {n: np.zeros_like(p) for n, p in w.items()}
   alpha, k = 0.0, 0
+  prev_prox = {n: p.copy() for n, p in w.items()}
   records = []
   for count in range(num_steps):
     if count in milestones:
@@ -314,7 +318,7 @@ def ramda_reference(
           tau,
           axes,
           weight,
-          init=w[n],
+          init=w[n] if warm_start == "params" else prev_prox[n],
           max_iters=max_iters,
           rtol=rtol,
         )
@@ -323,6 +327,7 @@ def ramda_reference(
       prox[n], iters[n] = w_hat, it
       new_w[n] = (1.0 - c) * w[n] + c * w_hat
     w = new_w
+    prev_prox = prox
     records.append(
       {
         "params": {n: p.copy() for n, p in w.items()},

@@ -139,6 +139,82 @@ def _reference_problem():
   return params, grads_fn
 
 
+def test_prox_warm_start_matches_numpy_reference(x64):
+  """Oracle: tests/numpy_reference.py with PG started at the previous Ŵ.
+
+  Through both restarts (Ŵ is kept across them); iteration counts equal.
+  """
+  del x64
+  params, grads_fn = _reference_problem()
+  hyper = dict(
+    learning_rate=0.05, momentum=0.3, eps=1e-6, reg_strength=0.3,
+    milestones=(5, 10), decay=0.5, max_iters=100, rtol=1e-8,
+  )  # fmt: skip
+  ref_specs = {"conv": ("group", (0, 1, 3), "sqrt"), "dense": ("group", (1,), 2.0),
+               "sparse": ("l1",), "bias": None}  # fmt: skip
+  specs = {"conv": oxr.group_lasso((0, 1, 3)), "dense": oxr.group_lasso(1, weight=2.0),
+           "sparse": oxr.l1(), "bias": None}  # fmt: skip
+  records = {
+    start: ref.ramda_reference(
+      params, grads_fn, 16, regularizers=ref_specs, warm_start=start, **hyper
+    )
+    for start in ("params", "prox")
+  }
+  tx = oxr.ramda(regularizer=specs, warm_start="prox", **hyper)
+  update = jax.jit(tx.update)
+  p = jax.tree.map(jnp.asarray, params)
+  state = tx.init(p)
+  for step, record in enumerate(records["prox"]):
+    grads = jax.tree.map(jnp.asarray, grads_fn(jax.tree.map(np.asarray, p), step))
+    updates, state = update(grads, state, p)
+    p = optax.apply_updates(p, updates)
+    chex.assert_trees_all_close(p, record["params"], rtol=1e-9, atol=1e-12)
+    chex.assert_trees_all_close(state.prox, record["prox"], rtol=1e-9, atol=1e-12)
+    assert jax.tree.map(int, state.iterations) == record["iterations"], step
+  # The warm start is what differs: the two references take different PG paths.
+  total = {
+    s: sum(sum(r["iterations"].values()) for r in rs) for s, rs in records.items()
+  }
+  assert total["prox"] != total["params"], total
+
+
+def test_subproblem_from_state_gives_back_the_prox_iterate(x64):
+  """Oracle: RAMDA's own Ŵ. Solving `oxr.subproblem(state)` from the weights
+  before the step reproduces it bit for bit, in the second stage (ε decayed)
+  with a λ schedule; D is ∛U + ε γ^stage in float64 NumPy."""
+  del x64
+  params, grads_fn = _reference_problem()
+  params = {"dense": params["dense"]}
+  hyper = dict(eps=1e-3, reg_strength=lambda n: 0.2 + 0.01 * n, milestones=(3,),
+               decay=0.5)  # fmt: skip
+  tx = oxr.ramda(0.05, regularizer={"dense": oxr.group_lasso(1)}, **hyper)
+  p = jax.tree.map(jnp.asarray, params)
+  state = tx.init(p)
+  for step in range(5):
+    before = p
+    grads = jax.tree.map(jnp.asarray, grads_fn(jax.tree.map(np.asarray, p), step))
+    updates, state = tx.update({"dense": grads["dense"]}, state, p)
+    p = optax.apply_updates(p, updates)
+  sub = oxr.subproblem((optax.EmptyState(), state), **hyper)  # Found in a chain.
+
+  u = np.asarray(state.grad_sq_sum["dense"])
+  np.testing.assert_allclose(sub.d["dense"], np.cbrt(u) + 1e-3 * 0.5, rtol=1e-15)
+  assert float(sub.threshold) == float(state.alpha) * (0.2 + 0.01 * 4)
+  z, iters = oxr.solve_group_lasso(
+    sub.v["dense"], sub.d["dense"], sub.anchor["dense"], sub.threshold, (1,),
+    init=before["dense"],
+  )  # fmt: skip
+  np.testing.assert_array_equal(z, state.prox["dense"])
+  assert int(iters) == int(state.iterations["dense"]) > 0
+  with pytest.raises(ValueError, match="exactly one RAMDA state"):
+    oxr.subproblem((state, state))
+
+
+def test_bad_warm_start_raises():
+  with pytest.raises(ValueError, match="`warm_start` must be one of"):
+    oxr.ramda(1e-2, warm_start="anchor")
+
+
 @pytest.mark.parametrize(
   ("milestones", "ramp_start"),
   [((5, 10), None), ((5, 10), 7), ((), 6)],
