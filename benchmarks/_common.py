@@ -23,7 +23,8 @@ import numpy as np
 import optax
 
 import optax_ramda as oxr
-from optax_ramda._regularizers import is_spec
+
+is_spec = oxr.is_spec
 
 # ----------------------------------------------------------------------------
 # Parameter trees shaped like real models (Flax layouts, so that
@@ -185,37 +186,6 @@ class Candidate(NamedTuple):
   kind: str  # "dense" (Optax reference) or "structured"
 
 
-def has_exact() -> bool:
-  return "exact" in getattr(oxr._solvers, "_SOLVERS", ())
-
-
-def has_proxssi() -> bool:
-  return hasattr(oxr, "proxssi")
-
-
-def has_subgradient_stopping() -> bool:
-  return "subgradient" in getattr(oxr._solvers, "_STOPPINGS", ())
-
-
-def with_jnp_cbrt(tx: optax.GradientTransformation) -> optax.GradientTransformation:
-  """`tx` traced with RAMDA's D = jnp.cbrt(U) + ε, as before `cube_root`.
-
-  A before/after variant: `optax_ramda._ramda.cube_root` replaced XLA's
-  `cbrt`, which is slow on CPU.
-  """
-  from optax_ramda import _ramda
-
-  def update(updates, state, params=None):
-    fast = _ramda.cube_root
-    _ramda.cube_root = jnp.cbrt
-    try:
-      return tx.update(updates, state, params)
-    finally:
-      _ramda.cube_root = fast
-
-  return optax.GradientTransformation(tx.init, update)
-
-
 def lineup(
   specs: Any,
   reg: float,
@@ -228,7 +198,9 @@ def lineup(
   `reg` is λ for the structured optimizers; RAMDA is also run with λ = 0
   (where it is MADGRAD without weight decay: the solver is skipped).
   `variants` adds profiling variants of RAMDA (no regularizer at all; PG capped
-  at one iteration).
+  at one iteration). (The `*_jnpcbrt` variants of earlier BENCHMARKS.md tables,
+  which swapped the library's cube root for `jnp.cbrt`, are gone: the library
+  is called, never patched.)
   """
   c: list[Candidate] = [
     Candidate("sgd_m0.9", optax.sgd(0.1, momentum=0.9), "dense"),
@@ -243,22 +215,23 @@ def lineup(
       "structured",
     ),
   ]
-  if has_exact():
-    c.append(
-      Candidate(
-        "ramda_exact",
-        oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, solver="exact"),
-        "structured",
-      )
-    )
-  if has_subgradient_stopping():
-    c.append(
-      Candidate(
-        "ramda_pg_subgrad",
-        oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, stopping="subgradient"),
-        "structured",
-      )
-    )
+  c += [
+    Candidate(
+      "ramda_pg_prox",
+      oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, warm_start="prox"),
+      "structured",
+    ),
+    Candidate(
+      "ramda_exact",
+      oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, solver="exact"),
+      "structured",
+    ),
+    Candidate(
+      "ramda_pg_subgrad",
+      oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, stopping="subgradient"),
+      "structured",
+    ),
+  ]
   if variants:
     c += [
       Candidate("ramda_noreg", oxr.ramda(1e-2), "structured"),
@@ -267,22 +240,7 @@ def lineup(
         oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, max_iters=1),
         "structured",
       ),
-      Candidate(
-        "ramda_l0_jnpcbrt",
-        with_jnp_cbrt(oxr.ramda(1e-2, reg_strength=0.0, regularizer=specs)),
-        "structured",
-      ),
     ]
-    if has_exact():
-      c.append(
-        Candidate(
-          "ramda_exact_jnpcbrt",
-          with_jnp_cbrt(
-            oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, solver="exact")
-          ),
-          "structured",
-        )
-      )
   c += [
     Candidate("rmda", oxr.rmda(0.1, reg_strength=reg, regularizer=specs), "structured"),
     Candidate(
@@ -290,28 +248,18 @@ def lineup(
       oxr.proxgen(1e-3, reg_strength=reg, regularizer=specs),
       "structured",
     ),
-  ]
-  if has_exact():
-    c.append(
-      Candidate(
-        "proxgen_exact",
-        oxr.proxgen(1e-3, reg_strength=reg, regularizer=specs, solver="exact"),
-        "structured",
-      )
-    )
-  c.append(
+    Candidate(
+      "proxgen_exact",
+      oxr.proxgen(1e-3, reg_strength=reg, regularizer=specs, solver="exact"),
+      "structured",
+    ),
     Candidate(
       "prox_sgd", oxr.prox_sgd(0.1, reg_strength=reg, regularizer=specs), "structured"
-    )
-  )
-  if has_proxssi():
-    c.append(
-      Candidate(
-        "proxssi",
-        oxr.proxssi(1e-3, reg_strength=reg, regularizer=specs),  # type: ignore[attr-defined]
-        "structured",
-      )
-    )
+    ),
+    Candidate(
+      "proxssi", oxr.proxssi(1e-3, reg_strength=reg, regularizer=specs), "structured"
+    ),
+  ]
   if only:
     c = [x for x in c if x.name in only or x.kind == "dense"]
   return c

@@ -162,8 +162,7 @@ def main() -> None:
   print(f"machine: {_common.machine()}")
   print(
     f"rounds {args.rounds} × {args.inner} steps per candidate, round-robin; "
-    f"warm-up {args.warmup} steps; exact solver: {_common.has_exact()}; "
-    f"proxssi: {_common.has_proxssi()}"
+    f"warm-up {args.warmup} steps"
   )
   for size in args.sizes.split(","):
     for model in args.models.split(","):

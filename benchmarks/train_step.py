@@ -33,7 +33,8 @@ import optax
 from jax import lax
 
 import optax_ramda as oxr
-from optax_ramda._regularizers import is_spec
+
+is_spec = oxr.is_spec
 
 # ----------------------------------------------------------------------------
 # Models.
@@ -312,9 +313,9 @@ def breakdown(model: str, args: argparse.Namespace) -> str:
     "ramda exact": ramda(solver="exact"),
     "ramda pg": ramda(),
     "ramda pg max_iters=1": ramda(max_iters=1),
+    "ramda pg warm_start=prox": ramda(warm_start="prox"),
+    "ramda pg subgradient": ramda(stopping="subgradient"),
   }
-  if _common.has_subgradient_stopping():
-    variants["ramda pg subgradient"] = ramda(stopping="subgradient")
   param_leaves = jax.tree_util.tree_leaves(params0)
   spec_leaves = jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)[0]
   for leaf, (path, spec) in zip(param_leaves, spec_leaves, strict=True):
@@ -401,10 +402,7 @@ def main() -> None:
   args.inner = args.inner or 1
   args.warmup = args.warmup if args.warmup is not None else 200
   print(f"machine: {_common.machine()}")
-  print(
-    f"rounds {args.rounds} × {args.inner} steps per candidate, round-robin; "
-    f"exact solver: {_common.has_exact()}; proxssi: {_common.has_proxssi()}"
-  )
+  print(f"rounds {args.rounds} × {args.inner} steps per candidate, round-robin")
   for model in args.models.split(","):
     if args.breakdown:
       breakdown(model, args)

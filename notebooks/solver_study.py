@@ -258,35 +258,35 @@ plt.show()
 # %% [markdown]
 # ## Part 2: the captured subproblems, one at a time
 #
-# At each captured step, the subproblem of a leaf is rebuilt from the weights
-# w before the step and RAMDA's state after it: V is the state's `grad_sum`,
-# W⁰ its `anchor`, D = ∛U + ε (with `grad_sq_sum` as U and ε decayed by γ per
-# finished stage), the threshold τ = αλ, and the warm start w. Solving it
-# again with `pg` must give back Ŵ, the state's `prox`, up to the solver's
-# tolerance: RAMDA computes the cube root with its own routine, so this D
-# differs from RAMDA's by about an ulp, and in float32 the authors' stopping
-# rule (a relative decrease below 10⁻⁸, under float32's resolution) stops
-# where rounding makes the objective stall, which such a change can move by a
-# few iterations (docs/algorithm.md#numerics).
+# At each captured step, `oxr.subproblem` returns the subproblem of RAMDA's
+# state after it, as RAMDA formed it: V (the state's `grad_sum`), W⁰ (its
+# `anchor`), D = ∛U + ε (RAMDA's cube root of `grad_sq_sum`, ε decayed by γ
+# per finished stage) and the threshold τ = αλ; the warm start is the weights
+# w before the step. Solving it again with `pg` gives back Ŵ, the state's
+# `prox`, up to rounding: in float32 the authors' stopping rule (a relative
+# decrease below 10⁻⁸, under float32's resolution) stops where rounding makes
+# the objective stall, which the solver's summation order can move by a few
+# iterations (docs/algorithm.md#numerics).
 
 
 # %%
 def subproblems(run, step):
   params, state = run["captured"][step]
-  stage = sum(step - 1 >= m for m in MILESTONES)
-  eps = EPS * DECAY**stage
+  sub = oxr.subproblem(
+    state, EPS, reg_strength=REG_STRENGTH, milestones=MILESTONES, decay=DECAY
+  )
   out = []
   for path in run["paths"]:
-    spec, v = leaf(run["specs"], path), leaf(state.grad_sum, path)
+    spec, v = leaf(run["specs"], path), leaf(sub.v, path)
     out.append(
       {
         "name": jax.tree_util.keystr(path),
         "axes": spec.axes,
         "v": v,
-        "d": np.cbrt(leaf(state.grad_sq_sum, path)) + np.float32(eps),
-        "anchor": leaf(state.anchor, path),
+        "d": leaf(sub.d, path),
+        "anchor": leaf(sub.anchor, path),
         "init": leaf(params, path),
-        "threshold": np.float32(state.alpha * REG_STRENGTH),
+        "threshold": sub.threshold,
         "prox": leaf(state.prox, path),
         "iterations": int(leaf(state.iterations, path)),
         # Condition (7)'s bound on the subgradient, as RAMDA computed it.
