@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import optax_ramda as oxr
-from optax_ramda.experiments import TASKS, _paper, _sweep, digits, main
+from optax_ramda.experiments import TASKS, _optimizers, _paper, _sweep, digits, main
 from optax_ramda.experiments._data import subset
 from optax_ramda.experiments._optimizers import METHODS, milestones
 from optax_ramda.experiments._train import zero_groups
@@ -133,7 +133,19 @@ def test_selection_reads_validation_not_test_accuracy():
       ("ramda", 1e-1, 0.01, 0.80, 0.90, 0.99),
     ]
   )
-  summary = _sweep.summarize(runs, ["ramda", "sgd"])
+  # ProxSGD never gets within 1 point of the dense 0.95: its calibrated point
+  # is its sparsest within 1 point of its own best (0.90).
+  runs += _points(
+    [
+      ("prox_sgd", 1e-3, 0.1, 0.900, 0.00, 0.99),
+      ("prox_sgd", 1e-2, 0.1, 0.892, 0.30, 0.10),
+      ("prox_sgd", 1e-1, 0.1, 0.850, 0.70, 0.99),
+    ]
+  )
+  summary = _sweep.summarize(runs, ["ramda", "prox_sgd", "sgd"])
+  assert summary["table"]["prox_sgd"] == {"0.5": None, "1": None}
+  fallback = summary["calibrated"]["prox_sgd"]
+  assert (fallback["reg_strength"], fallback["learning_rate"]) == (1e-2, 0.1)
   assert summary["best_dense"]["learning_rate"] == 0.1
   assert summary["dense"]["sgd"]["learning_rate"] == 0.1
   front = [(p["reg_strength"], p["learning_rate"]) for p in summary["fronts"]["ramda"]]
@@ -147,7 +159,7 @@ def test_selection_reads_validation_not_test_accuracy():
   assert calibrated["test_accuracy"]["mean"] == 0.10
   # Nothing that chooses reads the test accuracy: NaN there changes nothing.
   poisoned = [dict(r, test_accuracy=float("nan")) for r in runs]
-  again = _sweep.summarize(poisoned, ["ramda", "sgd"])
+  again = _sweep.summarize(poisoned, ["ramda", "prox_sgd", "sgd"])
   for key in ("best_dense", "calibrated", "fronts", "table"):
     assert _choices(again[key]) == _choices(summary[key])
 
@@ -286,3 +298,26 @@ def test_paper_protocol_on_a_reduced_budget(tmp_path):
   assert "| RAMDA | 0.01 |" in table and "| 57.40 |" in table
   assert results["paper_table7_mnist"]["rmda"]["group_sparsity"] == 57.02
   assert _paper.epochs(11) * 11 >= _paper.STEPS > (_paper.epochs(11) - 1) * 11
+
+
+def test_default_run_uses_the_calibrated_points(tmp_path, capsys):
+  argv = [
+    "--task", "logreg", "--optimizer", "ramda", "adamw", "--epochs", "1",
+    "--seeds", "1", "--train-subset", "256", "--out", str(tmp_path), "--quiet",
+  ]  # fmt: skip
+  assert main(argv) == 0
+  with open(tmp_path / "results.json") as f:
+    results = json.load(f)
+  settings = results["summary"][0]["settings"]
+  for name, label in (("ramda", "RAMDA"), ("adamw", "AdamW")):
+    reg, lr = _optimizers.CALIBRATED[("logreg", name)]
+    assert settings[label]["learning_rate"] == lr
+    assert settings[label]["source"] == "calibrated"
+    if METHODS[name].regularized:
+      assert settings[label]["reg_strength"] == reg
+  table = (tmp_path / "table.md").read_text()
+  assert f"| RAMDA | {_optimizers.CALIBRATED[('logreg', 'ramda')][0]:g} |" in table
+  # Every regularized method of every default task has a calibrated point.
+  for task in ("logreg", "mlp", "cnn"):
+    for name in METHODS:
+      assert (task, name) in _optimizers.CALIBRATED, (task, name)

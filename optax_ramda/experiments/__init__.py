@@ -2,9 +2,12 @@
 
 Run it as ``python -m optax_ramda.experiments`` (``--help`` lists the flags).
 It trains Flax NNX models (logistic regression, an MLP and CNNs) with RAMDA,
-its baselines and dense references under the paper's hyperparameters and
-stage schedule, and reports accuracy, group sparsity, time per step and the
-parameter count after structured pruning, with per-epoch curves.
+its baselines and dense references under the paper's stage schedule, each
+method at its calibrated λ and η (``CALIBRATED``, from the validation sweep
+``--sweep``), and reports accuracy, group sparsity, time per step, the
+parameter count after structured pruning and the stability of the structure,
+with per-epoch curves. ``--protocol paper`` runs the paper's logistic
+regression protocol.
 
 Needs the ``experiments`` extra (flax, scikit-learn, mnist1d, tqdm,
 matplotlib).
@@ -16,6 +19,10 @@ from optax_ramda.experiments._data import Dataset as Dataset
 from optax_ramda.experiments._data import digits as digits
 from optax_ramda.experiments._data import from_npz as from_npz
 from optax_ramda.experiments._data import mnist1d as mnist1d
+from optax_ramda.experiments._optimizers import CALIBRATED as CALIBRATED
+from optax_ramda.experiments._optimizers import (
+  CALIBRATION_COMMAND as CALIBRATION_COMMAND,
+)
 from optax_ramda.experiments._optimizers import METHODS as METHODS
 from optax_ramda.experiments._tasks import TASKS as TASKS
 from optax_ramda.experiments._train import Trainer as Trainer

@@ -160,12 +160,61 @@ METHODS: dict[str, Method] = {
 # own data set (digits), beside the paper's η above and the one paper-style λ
 # per task of TASKS (1e-3 logreg, 5e-4 mlp and cnn). Each is the sparsest point
 # of a λ × η sweep whose mean validation accuracy is within 1 point of the best
-# dense reference's (else the method's most accurate point; for a dense
-# reference, its most accurate η; λ is then unused). The sweep scores on a
+# dense reference's (else its sparsest point within 1 point of its own best;
+# for a dense reference, its most accurate η, λ unused). The sweep scores on a
 # validation split of the training examples, never on the test split; this
 # command produced the values (its table and fronts are in README):
 CALIBRATION_COMMAND = "python -m optax_ramda.experiments --sweep --seeds 2"
-CALIBRATED: dict[tuple[str, str], tuple[float, float]] = {}
+CALIBRATED: dict[tuple[str, str], tuple[float, float]] = {
+  # paper η 0.01; validation accuracy 96.18 %, group sparsity 32.81 %
+  ("logreg", "ramda"): (0.00097, 0.1),
+  # paper η 0.1; validation accuracy 94.27 %, group sparsity 33.59 %
+  ("logreg", "rmda"): (0.00306, 1),
+  # paper η 0.001; validation accuracy 94.27 %, group sparsity 32.03 %
+  ("logreg", "proxgen"): (0.00349, 0.01),
+  # paper η 0.1; validation accuracy 95.31 %, group sparsity 29.69 %
+  ("logreg", "prox_sgd"): (0.00175, 1),
+  # paper η 0.001; validation accuracy 94.62 %, group sparsity 26.56 %
+  ("logreg", "proxssi"): (0.00059, 0.01),
+  # paper η 0.01; validation accuracy 97.05 %, group sparsity 0.00 %
+  ("logreg", "madgrad"): (0, 0.1),
+  # paper η 0.001; validation accuracy 95.14 %, group sparsity 0.00 %
+  ("logreg", "adamw"): (0, 0.01),
+  # paper η 0.1; validation accuracy 96.70 %, group sparsity 0.00 %
+  ("logreg", "sgd"): (0, 1),
+  # paper η 0.01; validation accuracy 97.57 %, group sparsity 51.03 %
+  ("mlp", "ramda"): (7.2e-05, 0.1),
+  # paper η 0.1; validation accuracy 95.66 %, group sparsity 55.79 %
+  ("mlp", "rmda"): (0.00143, 1),
+  # paper η 0.001; validation accuracy 97.22 %, group sparsity 25.67 %
+  ("mlp", "proxgen"): (0.000158, 0.01),
+  # paper η 0.1; validation accuracy 95.83 %, group sparsity 63.63 %
+  ("mlp", "prox_sgd"): (0.00143, 1),
+  # paper η 0.001; validation accuracy 97.40 %, group sparsity 23.55 %
+  ("mlp", "proxssi"): (3e-05, 0.01),
+  # paper η 0.01; validation accuracy 98.09 %, group sparsity 0.00 %
+  ("mlp", "madgrad"): (0, 0.03),
+  # paper η 0.001; validation accuracy 97.57 %, group sparsity 0.00 %
+  ("mlp", "adamw"): (0, 0.01),
+  # paper η 0.1; validation accuracy 97.40 %, group sparsity 0.00 %
+  ("mlp", "sgd"): (0, 0.1),
+  # paper η 0.01; validation accuracy 98.09 %, group sparsity 79.92 %
+  ("cnn", "ramda"): (0.000829, 0.1),
+  # paper η 0.1; validation accuracy 97.57 %, group sparsity 14.84 %
+  ("cnn", "rmda"): (0.0005, 1),
+  # paper η 0.001; validation accuracy 97.74 %, group sparsity 12.68 %
+  ("cnn", "proxgen"): (0.000213, 0.01),
+  # paper η 0.1; validation accuracy 97.74 %, group sparsity 30.23 %
+  ("cnn", "prox_sgd"): (0.0005, 1),
+  # paper η 0.001; validation accuracy 97.05 %, group sparsity 28.76 %
+  ("cnn", "proxssi"): (0.0001, 0.01),
+  # paper η 0.01; validation accuracy 98.44 %, group sparsity 0.00 %
+  ("cnn", "madgrad"): (0, 0.1),
+  # paper η 0.001; validation accuracy 98.09 %, group sparsity 0.00 %
+  ("cnn", "adamw"): (0, 0.01),
+  # paper η 0.1; validation accuracy 98.26 %, group sparsity 0.00 %
+  ("cnn", "sgd"): (0, 0.1),
+}
 
 
 def milestones(total_steps: int, stages: int) -> tuple[int, ...]:

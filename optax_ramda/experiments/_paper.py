@@ -78,5 +78,5 @@ def table(summary: dict[str, Any], steps: int) -> str:
       f"| {'n/q' if accuracy is None else f'{accuracy:.2f}'} "
       f"| {'-' if sparsity is None else f'{sparsity:.2f}'} |"
     )
-  lines += ["", "n/q: not quoted in this repository's notes of the paper."]
+  lines += ["", "n/q: not quoted here."]
   return "\n".join(lines)
