@@ -40,6 +40,7 @@ from typing import Any
 import jax
 import numpy as np
 
+import optax_ramda.experiments._extended_main as _extended_main
 from optax_ramda.experiments import _data, _optimizers, _paper, _report, _sweep
 from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._tasks import TASKS
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     help="share of the training examples held out for validation "
     f"(default: {_sweep.VAL_FRACTION:g})",
   )
+  _extended_main.add_arguments(parser)
   dist = parser.add_argument_group(
     "multi-process (jax.distributed)",
     "Every run splits each batch over all devices. To join the devices of "
@@ -568,6 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   distributed = _initialize_distributed(parser, args)
   is_main = jax.process_index() == 0
   argv = list(sys.argv[1:] if argv is None else argv)
+  if _extended_main.wanted(args):  # --task lm, --regularizer nuclear.
+    return _extended_main.main(parser, args, argv)
   paper = args.protocol == "paper"
   if paper:
     fixed = {
