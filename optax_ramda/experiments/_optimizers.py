@@ -164,7 +164,9 @@ METHODS: dict[str, Method] = {
 # for a dense reference, its most accurate η, λ unused). The sweep scores on a
 # validation split of the training examples, never on the test split; this
 # command produced the values (its table and fronts are in README):
-CALIBRATION_COMMAND = "python -m optax_ramda.experiments --sweep --seeds 2"
+CALIBRATION_COMMAND = (
+  "python -m optax_ramda.experiments --sweep --seeds 2 --out runs/sweep"
+)
 CALIBRATED: dict[tuple[str, str], tuple[float, float]] = {
   # paper η 0.01; validation accuracy 96.18 %, group sparsity 32.81 %
   ("logreg", "ramda"): (0.00097, 0.1),
