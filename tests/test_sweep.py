@@ -11,6 +11,8 @@ protocol's settings against the paper's numbers; error paths against
 argparse's exit status 2 and a message naming the problem.
 """
 
+import contextlib
+import io
 import itertools
 import json
 
@@ -216,7 +218,10 @@ def sweep_dir(tmp_path_factory):
     "--sweep-lrs", "ramda=0.01", "--sweep-lrs", "sgd=0.05,0.1",
     "--out", str(out),
   ]  # fmt: skip
-  assert main(argv) == 0
+  progress = io.StringIO()
+  with contextlib.redirect_stderr(progress):
+    assert main(argv) == 0
+  (out / "progress.txt").write_text(progress.getvalue())
   return out
 
 
@@ -235,6 +240,9 @@ def test_sweep_cli_writes_fronts_table_and_results(sweep_dir, capsys):
       assert len(stats[metric]["values"]) == 2
   (sweep,) = results["sweep"]
   assert len(sweep["runs"]) == 2 * (3 + 2)
+  # One bar over the whole sweep: 10 runs.
+  assert "sweep: 100%" in (sweep_dir / "progress.txt").read_text()
+  assert "10/10" in (sweep_dir / "progress.txt").read_text()
   assert sweep["grids"]["ramda"]["reg_strength"] == [0, 0.003, 0.03]
 
 
