@@ -316,10 +316,13 @@ def ramda(
     ...     optax.clip_by_global_norm(10.0),
     ...     oxr.ramda(0.1, momentum=1.0, reg_strength=0.1,
     ...               regularizer={"w": oxr.group_lasso(axes=(1,))}))
+    >>> @jax.jit
+    ... def step(params, state):
+    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   return optax.apply_updates(params, updates), state
     >>> state = tx.init(params)
     >>> for _ in range(100):
-    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
-    ...   params = optax.apply_updates(params, updates)
+    ...   params, state = step(params, state)
     >>> params["w"][2] == 0  # the irrelevant input feature is exactly zero
     Array([ True], dtype=bool)
 
