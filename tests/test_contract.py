@@ -442,7 +442,7 @@ def test_multi_steps_bfloat16(case):
   chex.assert_trees_all_equal_dtypes(updates, params)
   mean = jax.tree.map(lambda *g: sum(x.astype(jnp.float32) for x in g) / 3, *grads)
   mean = jax.tree.map(lambda m: m.astype(jnp.bfloat16), mean)
-  expected, _ = tx.update(mean, tx.init(params), params)
+  expected, _ = jax.jit(tx.update)(mean, tx.init(params), params)
   ulp = float(jnp.finfo(jnp.bfloat16).eps)  # 2⁻⁷
   for name in TARGETS:
     got = np.asarray(updates[name], np.float32)
