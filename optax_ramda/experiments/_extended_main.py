@@ -375,6 +375,8 @@ def main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> int
         for key in SUMMARY_KEYS
       }
       keys = {k for p in panels for k in p[:2] if k}
+      if not method.dual_averaging:  # Ŵ is the weights themselves.
+        keys -= {p[1] for p in panels}
       curves[title]["methods"][method.label] = {
         "dense": not method.regularized,
         **{
