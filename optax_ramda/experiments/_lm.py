@@ -135,8 +135,8 @@ def positional_split(
   Examples:
     >>> import numpy as np
     >>> from optax_ramda.experiments._lm import positional_split
-    >>> [s.tolist() for s in positional_split(np.arange(10), 0.2, 0.1)]
-    [[0, 1, 2, 3, 4, 5, 6], [7, 8], [9]]
+    >>> [s.tolist() for s in positional_split(np.arange(20), 0.2, 0.1)]
+    [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [14, 15, 16, 17], [18, 19]]
   """
   n = len(tokens)
   n_val, n_test = round(val_fraction * n), round(test_fraction * n)
