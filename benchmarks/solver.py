@@ -428,9 +428,9 @@ def run_solver(solver: Solver, steps: list[list[Subproblem]], prev_mu):
 # ----------------------------------------------------------------------------
 # One fused while_loop for all leaves of a step, against one loop per leaf.
 # The fused loops run the library's iteration steps (`_solvers.newton_step`;
-# `_solvers.pg_reduce` and `_solvers.pg_apply`, the two halves of a PG
-# iteration) for every leaf in one `lax.while_loop`; a converged leaf is frozen
-# by a `lax.cond` in the body.
+# `_solvers.pg_step` and `_solvers.pg_objective` for PG and its stopping rule)
+# for every leaf in one `lax.while_loop`; a converged leaf is frozen by a
+# `lax.cond` in the body.
 
 
 def _exact_per_leaf(leaves):
@@ -497,30 +497,28 @@ def _pg_fused(leaves, max_iters=100, rtol=1e-8):
   prep = []
   for v, d, a, tw, _init, axes in leaves:
     screen = _solvers.screen_group_lasso(v, d, a, tw, axes)
-    prep.append((v, d, a, tw, axes, screen.active, 1 / screen.d_max))
+    h = 1 / screen.d_max
+    prep.append((v, d, a, tw, axes, screen.active, h))
 
-  # The library's loop, per leaf: the pass at zⱼ gives q̄ⱼ and the next shrink;
-  # the step is taken unless the rule (or the cap) stops at zⱼ.
   def leaf_step(p, st):
-    (v, d, a, tw, axes, active, h), (j, z, q_prev, _) = p, st
-    out = _solvers.pg_reduce(z, v, d, a, h, tw, axes)
-    q = jnp.sum(jnp.where(active, out.objective, 0))
-    stop = (j >= max_iters) | ((j >= 2) & ((q_prev - q) / (jnp.abs(q) + 1) < rtol))
-    z = jnp.where(stop, z, _solvers.pg_apply(z, v, d, a, h, out.factor, active))
-    return j + jnp.where(stop, 0, 1), z, q, stop
+    (v, d, a, tw, axes, active, h), (j, z, _, q, _) = p, st
+    z = _solvers.pg_step(z, v, d, a, h, h * tw, active, axes)
+    q_new = jnp.sum(jnp.where(active, _solvers.pg_objective(z, v, d, a, tw, axes), 0))
+    converged = (j + 1 >= 2) & ((q - q_new) / (jnp.abs(q_new) + 1) < rtol)
+    return j + 1, z, q, q_new, converged | (j + 1 >= max_iters)
 
   def body(sts):
     return [
-      jax.lax.cond(st[3], lambda st: st, lambda st, p=p: leaf_step(p, st), st)
+      jax.lax.cond(st[4], lambda st: st, lambda st, p=p: leaf_step(p, st), st)
       for p, st in zip(prep, sts, strict=True)
     ]
 
   def cond(sts):
-    return ~jnp.all(jnp.stack([st[3] for st in sts]))
+    return ~jnp.all(jnp.stack([st[4] for st in sts]))
 
   zero = jnp.zeros([], jnp.float32)
   sts = [
-    (jnp.zeros([], jnp.int32), jnp.where(p[5], leaf[4], 0), zero, ~jnp.any(p[5]))
+    (jnp.zeros([], jnp.int32), jnp.where(p[5], leaf[4], 0), zero, zero, ~jnp.any(p[5]))
     for p, leaf in zip(prep, leaves, strict=True)
   ]
   return [st[1] for st in jax.lax.while_loop(cond, body, sts)]

@@ -469,35 +469,6 @@ class Screening(NamedTuple):
   active: jax.Array
 
 
-def group_reduce(
-  terms: Sequence[jax.Array], axes: tuple[int, ...], ops: Sequence[str] | None = None
-) -> tuple[jax.Array, ...]:
-  """Reduces every array of `terms` over the group `axes` in one pass.
-
-  One variadic reduction: XLA evaluates all the terms (and what they are
-  computed from) in a single loop over the leaf, where separate ``jnp.sum``
-  calls each read the inputs again.
-
-  Args:
-    terms: arrays of one shape.
-    axes: the (normalized) group axes.
-    ops: per term ``"sum"`` (default), ``"max"`` or ``"min"``.
-
-  Returns:
-    One array per term, the group axes kept as size-1 axes.
-  """
-  ops = tuple(ops or ("sum",) * len(terms))
-  fns = {"sum": lax.add, "max": lax.max, "min": lax.min}
-  inits = {"sum": 0.0, "max": -jnp.inf, "min": jnp.inf}
-  init = tuple(jnp.asarray(inits[o], t.dtype) for o, t in zip(ops, terms, strict=True))
-
-  def combine(x, y):
-    return tuple(fns[o](a, b) for o, a, b in zip(ops, x, y, strict=True))
-
-  out = lax.reduce(tuple(terms), init, combine, axes)
-  return tuple(jnp.expand_dims(x, axes) for x in out)
-
-
 def screen_group_lasso(
   v: jax.Array,
   d: jax.Array,
@@ -505,14 +476,19 @@ def screen_group_lasso(
   tau_w: jax.Array,
   axes: tuple[int, ...],
 ) -> Screening:
-  r"""Safe screening and the per-group setup of both solvers, in one pass.
+  r"""Safe screening and the per-group setup of both solvers, computed once.
 
   ‖b_g‖ with b = D∘W⁰ − V decides screening (:math:`z_g^* = 0` iff
   :math:`‖b_g‖ ≤ τω_g`); the extreme entries of d give PG's step
   :math:`1/\max_g d` and the exact solver's bracket.
   """
   b = d * anchor - v
-  sq, d_min, d_max = group_reduce((jnp.square(b), d, d), axes, ("sum", "min", "max"))
+  # Three reductions, not one variadic one: on XLA:CPU each of these is a
+  # vectorized kernel, and together they measured no slower than the variadic
+  # reduction (a sequential loop), whose sum is also less accurate.
+  sq = jnp.sum(jnp.square(b), axis=axes, keepdims=True)
+  d_min = jnp.min(d, axis=axes, keepdims=True)
+  d_max = jnp.max(d, axis=axes, keepdims=True)
   norm_b = jnp.sqrt(sq)
   return Screening(b, norm_b, d_min, d_max, ~(norm_b <= tau_w))
 
@@ -529,8 +505,8 @@ def newton_step(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """One safeguarded Newton evaluation of the exact solver, for every group.
 
-  One pass over b and d (one reciprocal 1/(d + μ) per entry, both sums in
-  one reduction); groups already `done` keep their μ.
+  Reads b and d once per sum, with one reciprocal 1/(d + μ) per entry;
+  groups already `done` keep their μ.
 
   Args:
     b: D∘W⁰ − V.
@@ -551,7 +527,11 @@ def newton_step(
   # cancellation.
   r = 1 / (d + mu)
   bw2 = jnp.square(b * (mu * r))
-  s2, s3 = group_reduce((bw2, bw2 * (d * r)), axes)
+  # Two sums, not one variadic reduction: XLA:CPU's vectorized reductions
+  # are accurate enough for the 4-ulp convergence test, its variadic one
+  # (a sequential sum) is not and costs a fifth evaluation on ~1 group in 3.
+  s2 = jnp.sum(bw2, axis=axes, keepdims=True)
+  s3 = jnp.sum(bw2 * (d * r), axis=axes, keepdims=True)
   err = jnp.sqrt(s2) - tau_w
   converged = jnp.abs(err) <= _EXACT_TOL_ULPS * eps * tau_w
   lo = jnp.where(err < 0, mu, lo)
@@ -625,80 +605,52 @@ def exact_group_lasso(
   return z.astype(dtype), iters, mu
 
 
-class PGPass(NamedTuple):
-  """What one reduction pass of PG computes from the iterate z (per group).
-
-  Attributes:
-    objective: q_g(z) = ⟨v_g, z_g − W⁰_g⟩ + ½‖z_g − W⁰_g‖²_{d_g} + τω_g‖z_g‖.
-    factor: max(0, 1 − hτω_g/‖y_g‖), the group's shrink factor for the next
-      step from z, y = z − h(v + d∘(z − W⁰)).
-    subgradient_sq: Σ_g ((d − 1/h)∘(z − z⁻))², when z⁻ was given.
-  """
-
-  objective: jax.Array
-  factor: jax.Array
-  subgradient_sq: jax.Array | None
-
-
-def pg_reduce(
+def pg_step(
   z: jax.Array,
   v: jax.Array,
   d: jax.Array,
   anchor: jax.Array,
   step: jax.Array,
-  tau_w: jax.Array,
+  shrink_by: jax.Array,
+  active: jax.Array,
   axes: tuple[int, ...],
-  z_prev: jax.Array | None = None,
-) -> PGPass:
-  """The reduction half of a PG iteration: one pass over z, v, d and W⁰.
+) -> jax.Array:
+  """One PG iteration on the unscreened groups (screened ones stay zero).
 
-  It evaluates, in one variadic reduction, the objective at z (for the
-  stopping rule) and the norm of the next gradient step y from z (for the
-  next shrink), and with `z_prev` the subgradient left by the step
-  z_prev → z (for condition (7)).
+  y = z − h(v + d∘(z − W⁰)), then z = y·max(0, 1 − hτω_g/‖y_g‖) per group.
 
   Args:
     z: the current iterate.
     v: the dual average.
     d: the positive preconditioner.
     anchor: the anchor W⁰.
-    step: h_g = 1/max_{i∈g} d_i per group.
-    tau_w: τω_g ≥ 0.
+    step: h_g = 1/max_{i∈g} d_i per group (group axes kept as size-1 axes).
+    shrink_by: h_g τω_g.
+    active: the unscreened groups.
     axes: the (normalized) group axes.
-    z_prev: the previous iterate, for the subgradient.
 
   Returns:
-    A :class:`PGPass`.
+    The next iterate.
   """
   y = z - step * (v + d * (z - anchor))
-  dz = z - anchor
-  # 0.5·(d·dz²), bit for bit (0.5 d)·dz², but nothing for XLA to hoist as an array.
-  terms = [v * dz + 0.5 * (d * jnp.square(dz)), jnp.square(z), jnp.square(y)]
-  if z_prev is not None:
-    terms.append(jnp.square((d - 1 / step) * (z - z_prev)))
-  sums = group_reduce(terms, axes)
-  objective = sums[0] + tau_w * jnp.sqrt(sums[1])
-  norm = jnp.sqrt(sums[2])
+  norm = group_norm(y, axes)
   # A zero y gives z = 0 whatever the factor; guard the division only.
-  factor = jnp.maximum(0, 1 - step * tau_w / jnp.where(norm > 0, norm, 1))
-  return PGPass(objective, factor, sums[3] if z_prev is not None else None)
+  factor = jnp.maximum(0, 1 - shrink_by / jnp.where(norm > 0, norm, 1))
+  return jnp.where(active, y * factor, 0)
 
 
-def pg_apply(
+def pg_objective(
   z: jax.Array,
   v: jax.Array,
   d: jax.Array,
   anchor: jax.Array,
-  step: jax.Array,
-  factor: jax.Array,
-  active: jax.Array,
+  tau_w: jax.Array,
+  axes: tuple[int, ...],
 ) -> jax.Array:
-  """The elementwise half of a PG iteration: z ← y·factor on unscreened groups.
-
-  y = z − h(v + d∘(z − W⁰)), with `factor` from :func:`pg_reduce` at z.
-  """
-  y = z - step * (v + d * (z - anchor))
-  return jnp.where(active, y * factor, 0)
+  """q_g(z) = ⟨v_g, z_g − W⁰_g⟩ + ½‖z_g − W⁰_g‖²_{d_g} + τω_g‖z_g‖ per group."""
+  dz = z - anchor
+  smooth = jnp.sum(v * dz + 0.5 * d * jnp.square(dz), axis=axes, keepdims=True)
+  return smooth + tau_w * group_norm(z, axes)
 
 
 def pg_group_lasso(
@@ -706,38 +658,24 @@ def pg_group_lasso(
 ):
   """PG iteration over the unscreened groups, stopped by `stopping`.
 
-  With ``stopping="decrease"`` each iteration is one reduction pass over the
-  iterate (:func:`pg_reduce`: the objective that the stopping rule tests,
-  together with the norm that the next step's shrink needs) and the write of
-  the next iterate (:func:`pg_apply`), which the last pass skips. The iterates,
-  the objective values and the iteration counts are those of the textbook loop
-  (a PG step, then an evaluation of q̄).
+  One iteration is :func:`pg_step` then, for the stopping rule,
+  :func:`pg_objective`; `screen` (:func:`screen_group_lasso`) gives the
+  unscreened groups and the step sizes.
   """
   active = screen.active
   step = 1 / screen.d_max
+  shrink_by = step * tau_w
+
+  def pg(z):
+    return pg_step(z, v, d, anchor, step, shrink_by, active, axes)
+
   z0 = jnp.where(active, init, 0)
   run = jnp.any(active)
-
   if stopping == "subgradient":
-
-    def pg_step(z):
-      return pg_apply(
-        z,
-        v,
-        d,
-        anchor,
-        step,
-        pg_reduce(z, v, d, anchor, step, tau_w, axes).factor,
-        active,
-      )
-
-    def objective(z):
-      return jnp.sum(pg_reduce(z, v, d, anchor, step, tau_w, axes).objective)
-
     gap = d - 1 / step
     return _pg_subgradient_loop(
-      pg_step,
-      objective,
+      pg,
+      lambda z: jnp.sum(pg_objective(z, v, d, anchor, tau_w, axes)),
       lambda z, z_prev: jnp.sqrt(jnp.sum(jnp.square(gap * (z - z_prev)))),
       z0,
       init,
@@ -745,30 +683,14 @@ def pg_group_lasso(
       max_iters,
       run,
     )
-
-  # The authors' rule: stop after j ≥ 2 once (q̄ⱼ₋₁ − q̄ⱼ)/(|q̄ⱼ| + 1) < rtol.
-  # The pass at zⱼ evaluates q̄ⱼ and the shrink of the step from zⱼ; the step
-  # is taken unless the rule (or the cap) stops at zⱼ.
-  def body(carry):
-    j, z, q_prev, _ = carry
-    out = pg_reduce(z, v, d, anchor, step, tau_w, axes)
-    q = jnp.sum(jnp.where(active, out.objective, 0))
-    converged = (j >= 2) & ((q_prev - q) / (jnp.abs(q) + 1) < rtol)
-    stop = (j >= max_iters) | converged | ~run
-    # A select, not a lax.cond: the cond's branches copied the iterate. The
-    # barrier keeps XLA from sharing y between the two passes, which it did by
-    # writing y out and reading it back (two more param-sized transfers).
-    z_b = lax.optimization_barrier(z)
-    z = jnp.where(stop, z, pg_apply(z_b, v, d, anchor, step, out.factor, active))
-    return j + jnp.where(stop, 0, 1), z, q, stop
-
-  zero = jnp.zeros([], v.dtype)
-  iters, z, _, _ = lax.while_loop(
-    lambda carry: ~carry[3],
-    body,
-    (jnp.zeros([], jnp.int32), z0, zero, jnp.zeros([], bool)),
+  return _pg_decrease_loop(
+    pg,
+    lambda z: jnp.sum(jnp.where(active, pg_objective(z, v, d, anchor, tau_w, axes), 0)),
+    z0,
+    max_iters,
+    rtol,
+    run,
   )
-  return z, iters
 
 
 def _pg_decrease_loop(pg_step, objective, z0, max_iters, rtol, run):
