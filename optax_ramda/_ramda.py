@@ -278,7 +278,9 @@ def ramda(
       spec's PG) start: ``"params"``, the current weights w (the authors'
       choice; float64 runs reproduce their iterates), or ``"prox"``, the last
       subproblem solution Ŵ (kept in the state). ``"exact"`` and the closed
-      forms ignore it.
+      forms ignore it. In the solver study of BENCHMARKS.md, ``"prox"`` cut
+      PG's iterations 1.9–2.7× early in training at equal or better accuracy,
+      but only 1.4–1.6× over whole runs, so ``"params"`` stays the default.
     milestones: step counts at which a new stage starts (strictly increasing).
     decay: γ ∈ (0, 1], the factor applied to η and ε at each milestone.
     momentum_ramp: ramp the averaging weight (from the last milestone, or
