@@ -424,6 +424,33 @@ def _finite_or_none(tree: Any) -> Any:
   return tree
 
 
+def _training_steps(
+  parser: argparse.ArgumentParser,
+  name: str,
+  data: _data.Dataset,
+  batch_size: int,
+  epochs: int,
+  stages: int,
+) -> int:
+  """The run's step count, after checking the batch and stages fit the data."""
+  if batch_size > len(data.y_train):
+    parser.error(
+      f"--batch-size {batch_size} exceeds the {len(data.y_train)} training "
+      f"examples of task {name}"
+    )
+  if batch_size % jax.device_count():
+    parser.error(
+      f"--batch-size {batch_size} of task {name} is not a multiple of the "
+      f"{jax.device_count()} devices the batch is split over"
+    )
+  total_steps = epochs * (len(data.y_train) // batch_size)
+  if stages > total_steps:
+    parser.error(
+      f"--stages {stages} exceeds the {total_steps} training steps of task {name}"
+    )
+  return total_steps
+
+
 def _load_data(parser: argparse.ArgumentParser, args, task) -> _data.Dataset:
   source = args.data or args.dataset or task.dataset
   try:
@@ -620,21 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if paper:
       default_epochs = _paper.epochs(max(1, len(data.y_train) // batch_size))
     epochs = args.epochs or default_epochs
-    if batch_size > len(data.y_train):
-      parser.error(
-        f"--batch-size {batch_size} exceeds the {len(data.y_train)} training "
-        f"examples of task {name}"
-      )
-    if batch_size % jax.device_count():
-      parser.error(
-        f"--batch-size {batch_size} of task {name} is not a multiple of the "
-        f"{jax.device_count()} devices the batch is split over"
-      )
-    total_steps = epochs * (len(data.y_train) // batch_size)
-    if stages > total_steps:
-      parser.error(
-        f"--stages {stages} exceeds the {total_steps} training steps of task {name}"
-      )
+    total_steps = _training_steps(parser, name, data, batch_size, epochs, stages)
     if args.sweep:
       held = math.ceil(args.val_fraction * len(data.y_train))
       if batch_size > len(data.y_train) - held:

@@ -245,21 +245,7 @@ def main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> int
       data = _cli._load_data(parser, args, task)
     batch_size = args.batch_size or task.batch_size
     epochs = args.epochs or task.epochs
-    if batch_size > len(data.y_train):
-      parser.error(
-        f"--batch-size {batch_size} exceeds the {len(data.y_train)} training "
-        f"examples of task {name}"
-      )
-    if batch_size % jax.device_count():
-      parser.error(
-        f"--batch-size {batch_size} of task {name} is not a multiple of the "
-        f"{jax.device_count()} devices the batch is split over"
-      )
-    total_steps = epochs * (len(data.y_train) // batch_size)
-    if stages > total_steps:
-      parser.error(
-        f"--stages {stages} exceeds the {total_steps} training steps of task {name}"
-      )
+    total_steps = _cli._training_steps(parser, name, data, batch_size, epochs, stages)
     plans.append((task, data, test, epochs, batch_size, total_steps))
   try:
     if is_main:
