@@ -34,7 +34,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -44,7 +44,7 @@ import optax_ramda.experiments._extended_main as _extended_main
 from optax_ramda.experiments import _data, _optimizers, _paper, _report, _sweep
 from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._tasks import TASKS
-from optax_ramda.experiments._train import METRICS, Trainer
+from optax_ramda.experiments._train import METRICS, RunResult, Trainer
 
 DEFAULT_TASKS = ("logreg", "mlp", "cnn")
 DEFAULT_SEEDS = 3
@@ -571,6 +571,125 @@ def _run_sweep(args, plans, grids, command: str, is_main: bool, distributed) -> 
   return 0
 
 
+def train_seeds(
+  trainer: Trainer,
+  epochs: int,
+  args: argparse.Namespace,
+  is_main: bool,
+  runs: list[dict[str, Any]],
+  **settings: Any,
+) -> list[RunResult]:
+  """Trains `trainer` for each of ``--seeds``; saves params, appends run records.
+
+  Each seed's weights (and Ŵ) go to ``params/{task}-{optimizer}-seed{s}.npz``
+  under ``--out`` (by process 0), and its record (settings, per-epoch
+  history, final metrics, timings) to `runs`, the ``runs`` list of
+  ``results.json``.
+
+  Args:
+    trainer: a :class:`Trainer` (or subclass) of one (task, method, settings).
+    epochs: the epochs of each run.
+    args: the parsed flags (``seeds``, ``quiet``, ``out``).
+    is_main: whether this is process 0 (writes files, shows bars).
+    runs: the records so far; one per seed is appended.
+    **settings: more entries of each record's ``settings`` (e.g. ``solver``).
+
+  Returns:
+    The per-seed results.
+  """
+  task, method, config = trainer.task, trainer.method, trainer.settings
+  regularizer = getattr(trainer, "regularizer", None)
+  per_seed = []
+  for seed in range(args.seeds):
+    compile_seconds = trainer.compile(*trainer.init(seed))
+    result = trainer.run(
+      seed,
+      epochs,
+      progress=is_main and not args.quiet,
+      desc=f"{task.name}/{method.name} seed {seed}",
+    )
+    file = os.path.join("params", f"{task.name}-{method.name}-seed{seed}.npz")
+    arrays = {f"params/{k}": v for k, v in flatten(result.params).items()}
+    if result.prox is not None:
+      arrays.update({f"prox/{k}": v for k, v in flatten(result.prox).items()})
+    if is_main:
+      np.savez(os.path.join(args.out, file), **arrays)  # type: ignore[arg-type]
+    export = getattr(trainer, "export_report", None)
+    runs.append(
+      {
+        "task": task.name,
+        "dataset": trainer.data.name,
+        **({} if regularizer is None else {"regularizer": regularizer}),
+        "optimizer": method.name,
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": trainer.batch_size,
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "settings": {
+          "learning_rate": config.learning_rate,
+          "momentum": config.momentum,
+          "reg_strength": config.reg_strength,
+          "milestones": list(config.milestones),
+          "decay": config.decay,
+          **settings,
+        },
+        "compile_seconds": compile_seconds,
+        "epoch_seconds": result.epoch_seconds,
+        "history": result.history,
+        "final": result.final,
+        "export": None if export is None else list(export.detail),
+        "params_file": file,
+      }
+    )
+    per_seed.append(result)
+  return per_seed
+
+
+def write_outputs(
+  out: str,
+  command: str,
+  args: argparse.Namespace,
+  tables: str,
+  plot: Callable[[str], None],
+  started: float,
+  summaries: list[dict[str, Any]],
+  runs: list[dict[str, Any]],
+  **extra: Any,
+) -> None:
+  """Writes ``table.md``, ``curves.png`` and ``results.json`` into `out`.
+
+  Args:
+    out: the output folder.
+    command: the command line, written above the tables.
+    args: the parsed flags (recorded as ``arguments``).
+    tables: the Markdown tables (also printed).
+    plot: draws the curves into the path it is given.
+    started: the ``time.perf_counter()`` at the start of the runs.
+    summaries: the per-task summaries (``summary``).
+    runs: the per-run records (``runs``).
+    **extra: more top-level entries of ``results.json``.
+  """
+  with open(os.path.join(out, "table.md"), "w") as f:
+    f.write(f"`{command}`\n\n{tables}\n")
+  plot(os.path.join(out, "curves.png"))
+  wall_seconds = time.perf_counter() - started
+  results = {
+    "command": command,
+    "arguments": vars(args),
+    "environment": _environment(wall_seconds),
+    "summary": summaries,
+    "runs": runs,
+    **extra,
+  }
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(_finite_or_none(results), f, indent=1, default=str, allow_nan=False)
+  print(tables)
+  print(
+    f"\nwrote {out}/results.json, table.md, curves.png and params/ "
+    f"in {wall_seconds:.0f} s"
+  )
+
+
 def _environment(wall_seconds: float) -> dict[str, Any]:
   return {
     "python": platform.python_version(),
@@ -726,46 +845,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "source": "flags" if name in lrs else source,
       }
       trainer = Trainer(task, data, method, settings, batch_size)
-      per_seed = []
-      for seed in range(args.seeds):
-        compile_seconds = trainer.compile(*trainer.init(seed))
-        result = trainer.run(
-          seed,
-          epochs,
-          progress=is_main and not args.quiet,
-          desc=f"{task.name}/{name} seed {seed}",
-        )
-        file = os.path.join("params", f"{task.name}-{name}-seed{seed}.npz")
-        arrays = {f"params/{k}": v for k, v in flatten(result.params).items()}
-        if result.prox is not None:
-          arrays.update({f"prox/{k}": v for k, v in flatten(result.prox).items()})
-        if is_main:
-          np.savez(os.path.join(args.out, file), **arrays)  # type: ignore[arg-type]
-        runs.append(
-          {
-            "task": task.name,
-            "dataset": data.name,
-            "optimizer": name,
-            "seed": seed,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "steps_per_epoch": trainer.steps_per_epoch,
-            "settings": {
-              "learning_rate": settings.learning_rate,
-              "momentum": settings.momentum,
-              "reg_strength": settings.reg_strength,
-              "milestones": list(settings.milestones),
-              "decay": settings.decay,
-              "solver": settings.solver if name in ("ramda", "proxgen") else None,
-            },
-            "compile_seconds": compile_seconds,
-            "epoch_seconds": result.epoch_seconds,
-            "history": result.history,
-            "final": result.final,
-            "params_file": file,
-          }
-        )
-        per_seed.append(result)
+      per_seed = train_seeds(
+        trainer,
+        epochs,
+        args,
+        is_main,
+        runs,
+        solver=settings.solver if name in ("ramda", "proxgen") else None,
+      )
       summary["params"] = int(per_seed[0].final["params"])
       summary["methods"][method.label] = {
         key: _report.mean_std([r.final[key] for r in per_seed])
@@ -787,27 +874,21 @@ def main(argv: Sequence[str] | None = None) -> int:
   if paper:
     steps = {p[0].name: p[4] for p in plans}
     tables += "\n\n" + "\n\n".join(_paper.table(s, steps[s["task"]]) for s in summaries)
-  with open(os.path.join(args.out, "table.md"), "w") as f:
-    f.write(f"`{command}`\n\n{tables}\n")
-  _report.plot(curves, os.path.join(args.out, "curves.png"))
-  wall_seconds = time.perf_counter() - started
-  results = {
-    "command": command,
-    "arguments": vars(args),
-    "environment": _environment(wall_seconds),
-    "summary": summaries,
-    "runs": runs,
-  }
+  extra = {}
   if paper:
-    results["paper_table7_mnist"] = {
+    extra["paper_table7_mnist"] = {
       n: {"accuracy": a, "group_sparsity": g} for n, (a, g) in _paper.TABLE7.items()
     }
-  with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(_finite_or_none(results), f, indent=1, default=str, allow_nan=False)
-  print(tables)
-  print(
-    f"\nwrote {args.out}/results.json, table.md, curves.png and params/ "
-    f"in {wall_seconds:.0f} s"
+  write_outputs(
+    args.out,
+    command,
+    args,
+    tables,
+    lambda path: _report.plot(curves, path),
+    started,
+    summaries,
+    runs,
+    **extra,
   )
   if distributed:
     jax.distributed.shutdown()

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
-import sys
 import time
 from typing import Any
 
@@ -311,50 +309,7 @@ def main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> int
         regularizer=args.regularizer,
         test=test,
       )
-      per_seed = []
-      for seed in range(args.seeds):
-        compile_seconds = trainer.compile(*trainer.init(seed))
-        result = trainer.run(
-          seed,
-          epochs,
-          progress=is_main and not args.quiet,
-          desc=f"{task.name}/{name} seed {seed}",
-        )
-        file = os.path.join("params", f"{task.name}-{name}-seed{seed}.npz")
-        arrays = {f"params/{k}": v for k, v in _cli.flatten(result.params).items()}
-        if result.prox is not None:
-          arrays.update({f"prox/{k}": v for k, v in _cli.flatten(result.prox).items()})
-        if is_main:
-          np.savez(os.path.join(args.out, file), **arrays)  # type: ignore[arg-type]
-        runs.append(
-          {
-            "task": task.name,
-            "dataset": data.name,
-            "regularizer": args.regularizer,
-            "optimizer": name,
-            "seed": seed,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "steps_per_epoch": trainer.steps_per_epoch,
-            "settings": {
-              "learning_rate": settings.learning_rate,
-              "momentum": settings.momentum,
-              "reg_strength": settings.reg_strength,
-              "milestones": list(settings.milestones),
-              "decay": settings.decay,
-              "source": source,
-            },
-            "compile_seconds": compile_seconds,
-            "epoch_seconds": result.epoch_seconds,
-            "history": result.history,
-            "final": result.final,
-            "export": None
-            if trainer.export_report is None
-            else list(trainer.export_report.detail),
-            "params_file": file,
-          }
-        )
-        per_seed.append(result)
+      per_seed = _cli.train_seeds(trainer, epochs, args, is_main, runs, source=source)
       summary["params"] = int(per_seed[0].final["params"])
       summary["methods"][method.label] = {
         key: _report.mean_std([r.final.get(key, float("nan")) for r in per_seed])
@@ -383,33 +338,15 @@ def main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> int
   if not is_main:
     jax.distributed.shutdown()
     return 0
-  text = "\n\n".join(tables)
-  with open(os.path.join(args.out, "table.md"), "w") as f:
-    f.write(f"`{command}`\n\n{text}\n")
-  plot(curves, os.path.join(args.out, "curves.png"))
-  wall_seconds = time.perf_counter() - started
-  environment = {
-    "python": sys.version.split()[0],
-    "jax": jax.__version__,
-    "backend": jax.default_backend(),
-    "devices": [str(d) for d in jax.devices()],
-    "processes": jax.process_count(),
-    "cpu_count": os.cpu_count(),
-    "wall_seconds": wall_seconds,
-  }
-  results = {
-    "command": command,
-    "arguments": vars(args),
-    "environment": environment,
-    "summary": summaries,
-    "runs": runs,
-  }
-  with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(_cli._finite_or_none(results), f, indent=1, default=str, allow_nan=False)
-  print(text)
-  print(
-    f"\nwrote {args.out}/results.json, table.md, curves.png and params/ "
-    f"in {wall_seconds:.0f} s"
+  _cli.write_outputs(
+    args.out,
+    command,
+    args,
+    "\n\n".join(tables),
+    lambda path: plot(curves, path),
+    started,
+    summaries,
+    runs,
   )
   return 0
 
