@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import threadpoolctl
 from flax import nnx
 
 import optax_ramda as oxr
@@ -29,6 +31,21 @@ from optax_ramda.experiments import _export, _lm
 from optax_ramda.experiments._train import Trainer
 
 REGULARIZERS = ("group_lasso", "nuclear")
+
+
+def one_blas_thread() -> threadpoolctl.threadpool_limits:
+  """Limits BLAS and LAPACK to one thread, as a context manager.
+
+  On CPU, jax computes an SVD (each step of the nuclear-norm runs takes
+  several) with the LAPACK of scipy's OpenBLAS, which starts threads of its
+  own beside XLA's. On a machine with few cores they compete with XLA's and
+  with each other's spin-waits: on the 2-core machine of README's nuclear
+  table, a 128 × 128 float32 SVD took 97 ms with OpenBLAS's default threads
+  while another process kept the other core busy, and 3.9 ms with one.
+  """
+  import scipy.linalg  # noqa: F401  # Loads the OpenBLAS that jax's LAPACK calls.
+
+  return threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 
 def nuclear_specs(group_specs: Any) -> Any:
@@ -129,7 +146,8 @@ class ExtendedTrainer(Trainer):
 
     A language model's final metrics also hold ``test_loss`` and
     ``perplexity`` (the test split's), and every run's ``flops`` and
-    ``flops_after_export`` (per example, from the export).
+    ``flops_after_export`` (per example, from the export). Nuclear-norm runs
+    train under :func:`one_blas_thread`.
     """
     extra: dict[str, list[float]] = {k: [] for k in self.extra_metrics}
 
@@ -147,7 +165,10 @@ class ExtendedTrainer(Trainer):
         user_hook(epoch, values)
 
     self.export_report = None
-    result = super().run(seed, epochs, on_epoch=on_epoch, **kwargs)
+    with (
+      one_blas_thread() if self.regularizer == "nuclear" else contextlib.nullcontext()
+    ):
+      result = super().run(seed, epochs, on_epoch=on_epoch, **kwargs)
     result.history.update(extra)
     result.final.update({k: v[-1] for k, v in extra.items()})
     if self.language_model:
