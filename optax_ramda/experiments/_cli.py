@@ -571,6 +571,32 @@ def _run_sweep(args, plans, grids, command: str, is_main: bool, distributed) -> 
   return 0
 
 
+def lr_and_momentum_overrides(
+  parser: argparse.ArgumentParser, args: argparse.Namespace, selected: list[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+  """The ``--lr`` and ``--momentum`` values per selected optimizer (see `_overrides`)."""
+  lrs = _overrides(parser, "--lr", args.lr, selected)
+  momenta = _overrides(
+    parser,
+    "--momentum",
+    args.momentum,
+    selected,
+    applies=lambda name: METHODS[name].momentum is not None,
+  )
+  return lrs, momenta
+
+
+def make_output_folder(
+  parser: argparse.ArgumentParser, out: str, is_main: bool
+) -> None:
+  """Creates ``out/params`` (on process 0), or exits with a message naming ``--out``."""
+  try:
+    if is_main:
+      os.makedirs(os.path.join(out, "params"), exist_ok=True)
+  except OSError as e:
+    parser.error(f"--out {out!r}: cannot create the output folder: {e}")
+
+
 def train_seeds(
   trainer: Trainer,
   epochs: int,
@@ -747,14 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   selected = list(dict.fromkeys(args.optimizer or default_optimizers))
   stages = args.stages or (_paper.STAGES if paper else 3)
   args.task, args.optimizer, args.stages = tasks, selected, stages
-  lrs = _overrides(parser, "--lr", args.lr, selected)
-  momenta = _overrides(
-    parser,
-    "--momentum",
-    args.momentum,
-    selected,
-    applies=lambda name: METHODS[name].momentum is not None,
-  )
+  lrs, momenta = lr_and_momentum_overrides(parser, args, selected)
 
   # Validate everything before the first (long) run starts.
   plans = []
@@ -776,11 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(--val-fraction {args.val_fraction:g})"
         )
     plans.append((task, data, epochs, batch_size, total_steps))
-  try:
-    if is_main:
-      os.makedirs(os.path.join(args.out, "params"), exist_ok=True)
-  except OSError as e:
-    parser.error(f"--out {args.out!r}: cannot create the output folder: {e}")
+  make_output_folder(parser, args.out, is_main)
   command = shlex.join(["python", "-m", "optax_ramda.experiments", *argv])
   if args.sweep:
     regularized = [n for n in selected if METHODS[n].regularized]

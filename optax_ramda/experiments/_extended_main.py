@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import shlex
 import time
 from typing import Any
@@ -217,14 +216,7 @@ def main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> int
   if not any(a.startswith("--se") for a in argv):
     args.seeds = 1
   args.task, args.optimizer, args.stages = tasks, selected, stages
-  lrs = _cli._overrides(parser, "--lr", args.lr, selected)
-  momenta = _cli._overrides(
-    parser,
-    "--momentum",
-    args.momentum,
-    selected,
-    applies=lambda name: METHODS[name].momentum is not None,
-  )
+  lrs, momenta = _cli.lr_and_momentum_overrides(parser, args, selected)
 
   plans = []
   for name in tasks:
@@ -245,11 +237,7 @@ def main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> int
     epochs = args.epochs or task.epochs
     total_steps = _cli._training_steps(parser, name, data, batch_size, epochs, stages)
     plans.append((task, data, test, epochs, batch_size, total_steps))
-  try:
-    if is_main:
-      os.makedirs(os.path.join(args.out, "params"), exist_ok=True)
-  except OSError as e:
-    parser.error(f"--out {args.out!r}: cannot create the output folder: {e}")
+  _cli.make_output_folder(parser, args.out, is_main)
 
   command = shlex.join(["python", "-m", "optax_ramda.experiments", *argv])
   started = time.perf_counter()
