@@ -45,7 +45,7 @@ LM_COLUMNS = (
   ("flops_after_export", "MFLOPs/sequence after export", "mega"),
 )
 NUCLEAR_COLUMNS = (
-  ("accuracy", "val. accuracy (%)", "percent"),
+  ("accuracy", "test accuracy (%)", "percent"),
   ("low_rank_level", "low-rank level (%)", "percent"),
   ("prox_low_rank_level", "Ŵ low-rank level (%)", "percent"),
   ("time_per_step_ms", "time/step (ms)", "ms"),
