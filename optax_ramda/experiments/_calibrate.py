@@ -27,10 +27,13 @@ from optax_ramda.experiments._extended import ExtendedTrainer
 from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._tasks import TASKS
 
-# The grids: λ per regularized method, η as factors of the paper's.
+# The grids: λ per regularized method, η as factors of the paper's (the same
+# for every method; a method whose choice sits at the largest factor gets the
+# next one too, by a second call with ``--lr-factors 30``).
 LM_REG_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
-NUCLEAR_REG_GRID = (1e-4, 1e-3, 1e-2)
-LR_FACTORS = (1.0,)
+LM_LR_FACTORS = (1.0, 3.0, 10.0)
+NUCLEAR_REG_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+NUCLEAR_LR_FACTORS = (1 / 3, 1.0, 3.0, 10.0)
 
 
 def _validation_split(data: _data.Dataset, fraction: float = 0.2) -> _data.Dataset:
@@ -75,13 +78,44 @@ def choose(records: list[dict[str, Any]], key: str, tol: float) -> dict[str, Any
   return chosen
 
 
+def markdown_table(records: list[dict[str, Any]], key: str, tol: float) -> str:
+  """Every record as a row of a Markdown table, the chosen points in bold.
+
+  Rows go by method (in the records' order), then η, then λ; η is shown with
+  the paper's in parentheses.
+  """
+  lm = "val_perplexity" in records[0]
+  chosen = {id(r) for r in choose(records, key, tol).values()}
+  quality = "val. perplexity" if lm else "val. accuracy (%)"
+  structure = "group sparsity (%)" if lm else "low-rank level (%)"
+  lines = [
+    f"| method | λ | η (paper's) | {quality} | {structure} | run wall time (s) |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+  ]
+  order = list(dict.fromkeys(r["optimizer"] for r in records))
+  for r in sorted(
+    records,
+    key=lambda r: (order.index(r["optimizer"]), r["learning_rate"], r["reg_strength"]),
+  ):
+    method = METHODS[r["optimizer"]]
+    value = f"{r['val_perplexity']:.2f}" if lm else f"{100 * r['accuracy']:.2f}"
+    cells = [value, f"{100 * r[key]:.1f}"] if method.regularized else [value, "–"]
+    if id(r) in chosen:
+      cells = [f"**{c}**" for c in cells]
+    lines.append(
+      f"| {method.label} | {r['reg_strength']:g} | {r['learning_rate']:.3g} "
+      f"({method.learning_rate:g}) | {' | '.join(cells)} | {r['seconds']:.0f} |"
+    )
+  return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
   """Runs the search (see the module doc)."""
   parser = argparse.ArgumentParser(prog="python -m optax_ramda.experiments._calibrate")
   parser.add_argument("setting", choices=("lm", "nuclear"))
   parser.add_argument("--optimizer", nargs="+", default=None)
   parser.add_argument("--reg", type=float, nargs="+", default=None, help="λ grid")
-  parser.add_argument("--lr-factors", type=float, nargs="+", default=list(LR_FACTORS))
+  parser.add_argument("--lr-factors", type=float, nargs="+", default=None)
   parser.add_argument("--tol", type=float, default=None)
   parser.add_argument("--out", default="calibrate.jsonl")
   parser.add_argument(
@@ -93,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
       records = [json.loads(line) for line in f if line.strip()]
     lm = args.setting == "lm"
     key, tol = ("group_sparsity", 0.02) if lm else ("low_rank_level", 0.01)
+    print(markdown_table(records, key, args.tol or tol))
     task_name = "lm" if lm else "mlp"
     for name, r in choose(records, key, args.tol or tol).items():
       print(
@@ -111,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     data, test = splits.data, (splits.data.x_test, splits.data.y_test)
     names = args.optimizer or ["adamw", "ramda", "rmda", "proxgen", "prox_sgd"]
     regs, key, tol = args.reg or LM_REG_GRID, "group_sparsity", args.tol or 0.02
+    factors = args.lr_factors or LM_LR_FACTORS
     regularizer = "group_lasso"
   else:
     task = TASKS["mlp"]
@@ -118,13 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     test = None
     names = args.optimizer or ["sgd", "adamw", "ramda", "rmda", "proxgen", "prox_sgd"]
     regs, key, tol = args.reg or NUCLEAR_REG_GRID, "low_rank_level", args.tol or 0.01
+    factors = args.lr_factors or NUCLEAR_LR_FACTORS
     regularizer = "nuclear"
   steps = task.epochs * (len(data.y_train) // task.batch_size)
   records = []
   with open(args.out, "a") as f:
     for name in names:
       method = METHODS[name]
-      for factor in args.lr_factors:
+      for factor in factors:
         for reg in regs if method.regularized else (0.0,):
           settings = _optimizers.settings(
             method,

@@ -1,0 +1,84 @@
+"""Tests for the validation search behind the lm and nuclear calibrated points."""
+
+import json
+import math
+import pathlib
+
+import pytest
+
+from optax_ramda.experiments import _calibrate, _lm
+
+RECORDS = pathlib.Path(__file__).parent.parent / "docs" / "calibration"
+
+
+def _record(name, reg, lr, quality, structure, lm=True):
+  record = {"optimizer": name, "reg_strength": reg, "learning_rate": lr, "seconds": 1.0}
+  if lm:
+    record.update(val_perplexity=quality, group_sparsity=structure)
+  else:
+    record.update(accuracy=quality, low_rank_level=structure)
+  return record
+
+
+def test_choose_takes_the_most_structure_within_the_bar_else_the_best_quality():
+  records = [
+    _record("adamw", 0.0, 1e-3, 10.0, 0.0),
+    _record("adamw", 0.0, 1e-2, 7.0, 0.0),  # The bar: 7.0, within 2 %: ≤ 7.14.
+    _record("ramda", 1e-4, 1e-2, 7.1, 0.3),
+    _record("ramda", 3e-4, 1e-2, 7.14, 0.5),  # Most sparsity within the bar.
+    _record("ramda", 1e-3, 1e-2, 9.0, 0.9),
+    _record("rmda", 1e-4, 1.0, 9.0, 0.0),  # None within: the lowest perplexity.
+    _record("rmda", 1e-3, 1.0, 12.0, 0.8),
+    _record("rmda", 3e-3, 1.0, math.nan, 1.0),  # Diverged: never chosen.
+  ]
+  chosen = _calibrate.choose(records, "group_sparsity", 0.02)
+  assert chosen["adamw"] is records[1]
+  assert chosen["ramda"] is records[3]
+  assert chosen["rmda"] is records[5]
+
+
+def test_choose_for_accuracy_uses_an_absolute_tolerance():
+  records = [
+    _record("sgd", 0.0, 0.1, 0.99, 0.0, lm=False),
+    _record("ramda", 1e-3, 1e-2, 0.985, 0.4, lm=False),
+    _record("ramda", 1e-2, 1e-2, 0.98, 0.9, lm=False),  # 0.99 − 0.01: still within.
+    _record("ramda", 3e-2, 1e-2, 0.979, 0.95, lm=False),
+  ]
+  chosen = _calibrate.choose(records, "low_rank_level", 0.01)
+  assert chosen["ramda"] is records[2]
+
+
+def test_markdown_table_bolds_the_chosen_rows():
+  records = [
+    _record("adamw", 0.0, 1e-2, 7.0, 0.0),
+    _record("ramda", 1e-3, 1e-2, 9.0, 0.9),
+    _record("ramda", 1e-4, 1e-2, 7.1, 0.3),
+  ]
+  lines = _calibrate.markdown_table(records, "group_sparsity", 0.02).splitlines()
+  assert len(lines) == 2 + len(records)
+  # Sorted by method, then η, then λ; the chosen λ = 1e-4 row is bold.
+  assert lines[3].startswith("| RAMDA | 0.0001 | 0.01 (0.01) | **7.10** | **30.0** |")
+  assert "**" not in lines[4]
+
+
+@pytest.mark.parametrize(
+  "setting, table, key, tol",
+  [
+    ("lm", _lm.CALIBRATED, "group_sparsity", 0.02),
+    ("nuclear", _lm.NUCLEAR_CALIBRATED, "low_rank_level", 0.01),
+  ],
+)
+def test_calibrated_points_follow_from_the_committed_records(setting, table, key, tol):
+  # The constants the runner uses are what the rule picks from the search's
+  # records (written by `python -m optax_ramda.experiments._calibrate`).
+  with open(RECORDS / f"{setting}.jsonl") as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  assert {r["setting"] for r in records} == {setting}
+  chosen = _calibrate.choose(records, key, tol)
+  points = {
+    name: (r["reg_strength"], r["learning_rate"]) for name, r in chosen.items()
+  }
+  expected = {name: point for (_, name), point in table.items()}
+  assert points.keys() == expected.keys()
+  for name, (reg, lr) in points.items():
+    assert (reg, lr) == pytest.approx(expected[name], rel=1e-9), name
