@@ -30,8 +30,7 @@ from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._tasks import TASKS
 
 LM_OPTIMIZERS = ("ramda", "rmda", "proxgen", "prox_sgd", "adamw")
-# Those with a calibrated point (ProxGen and ProxSGD run too, when asked).
-NUCLEAR_OPTIMIZERS = ("ramda", "rmda", "sgd", "adamw")
+NUCLEAR_OPTIMIZERS = ("ramda", "rmda", "proxgen", "prox_sgd", "sgd", "adamw")
 NUCLEAR_TASKS = ("logreg", "mlp", "lm")
 
 # (key in a run's `final`, column header, format) of the tables.
