@@ -75,9 +75,7 @@ def test_calibrated_points_follow_from_the_committed_records(setting, table, key
     records = [json.loads(line) for line in f if line.strip()]
   assert {r["setting"] for r in records} == {setting}
   chosen = _calibrate.choose(records, key, tol)
-  points = {
-    name: (r["reg_strength"], r["learning_rate"]) for name, r in chosen.items()
-  }
+  points = {name: (r["reg_strength"], r["learning_rate"]) for name, r in chosen.items()}
   expected = {name: point for (_, name), point in table.items()}
   assert points.keys() == expected.keys()
   for name, (reg, lr) in points.items():
