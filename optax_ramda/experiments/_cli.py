@@ -548,23 +548,18 @@ def _run_sweep(args, plans, grids, command: str, is_main: bool, distributed) -> 
   if not is_main:
     jax.distributed.shutdown()
     return 0
-  text = "\n\n".join(texts)
-  with open(os.path.join(args.out, "sweep.md"), "w") as f:
-    f.write(f"`{command}`\n\n{text}\n")
-  _sweep.plot(fronts, os.path.join(args.out, "fronts.png"))
-  wall_seconds = time.perf_counter() - started
-  results = {
-    "command": command,
-    "arguments": vars(args),
-    "environment": _environment(wall_seconds),
-    "summary": summaries,
-    "sweep": sweeps,
-  }
-  with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(_finite_or_none(results), f, indent=1, default=str, allow_nan=False)
-  print(text)
-  print(
-    f"\nwrote {args.out}/results.json, sweep.md and fronts.png in {wall_seconds:.0f} s"
+  write_outputs(
+    args.out,
+    command,
+    args,
+    "\n\n".join(texts),
+    lambda path: _sweep.plot(fronts, path),
+    started,
+    summaries,
+    table_file="sweep.md",
+    figure_file="fronts.png",
+    params=False,
+    sweep=sweeps,
   )
   if distributed:
     jax.distributed.shutdown()
@@ -679,40 +674,45 @@ def write_outputs(
   plot: Callable[[str], None],
   started: float,
   summaries: list[dict[str, Any]],
-  runs: list[dict[str, Any]],
-  **extra: Any,
+  *,
+  table_file: str = "table.md",
+  figure_file: str = "curves.png",
+  params: bool = True,
+  **entries: Any,
 ) -> None:
-  """Writes ``table.md``, ``curves.png`` and ``results.json`` into `out`.
+  """Writes the tables, the figure and ``results.json`` into `out`, and says so.
 
   Args:
     out: the output folder.
     command: the command line, written above the tables.
     args: the parsed flags (recorded as ``arguments``).
     tables: the Markdown tables (also printed).
-    plot: draws the curves into the path it is given.
+    plot: draws the figure into the path it is given.
     started: the ``time.perf_counter()`` at the start of the runs.
     summaries: the per-task summaries (``summary``).
-    runs: the per-run records (``runs``).
-    **extra: more top-level entries of ``results.json``.
+    table_file: the tables' file name in `out`.
+    figure_file: the figure's file name in `out`.
+    params: whether the runs also saved ``params/`` (named in the message).
+    **entries: the other top-level entries of ``results.json`` (``runs``, or
+      ``sweep``, ...), in this order after ``summary``.
   """
-  with open(os.path.join(out, "table.md"), "w") as f:
+  with open(os.path.join(out, table_file), "w") as f:
     f.write(f"`{command}`\n\n{tables}\n")
-  plot(os.path.join(out, "curves.png"))
+  plot(os.path.join(out, figure_file))
   wall_seconds = time.perf_counter() - started
   results = {
     "command": command,
     "arguments": vars(args),
     "environment": _environment(wall_seconds),
     "summary": summaries,
-    "runs": runs,
-    **extra,
+    **entries,
   }
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(_finite_or_none(results), f, indent=1, default=str, allow_nan=False)
   print(tables)
+  files = ["results.json", table_file, figure_file] + (["params/"] if params else [])
   print(
-    f"\nwrote {out}/results.json, table.md, curves.png and params/ "
-    f"in {wall_seconds:.0f} s"
+    f"\nwrote {out}/{', '.join(files[:-1])} and {files[-1]} in {wall_seconds:.0f} s"
   )
 
 
@@ -889,7 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if paper:
     steps = {p[0].name: p[4] for p in plans}
     tables += "\n\n" + "\n\n".join(_paper.table(s, steps[s["task"]]) for s in summaries)
-  extra = {}
+  extra: dict[str, Any] = {}
   if paper:
     extra["paper_table7_mnist"] = {
       n: {"accuracy": a, "group_sparsity": g} for n, (a, g) in _paper.TABLE7.items()
@@ -902,7 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lambda path: _report.plot(curves, path),
     started,
     summaries,
-    runs,
+    runs=runs,
     **extra,
   )
   if distributed:

@@ -333,7 +333,7 @@ def main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> int
     lambda path: plot(curves, path),
     started,
     summaries,
-    runs,
+    runs=runs,
   )
   return 0
 
