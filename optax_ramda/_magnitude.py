@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from optax_ramda import _checks, _solvers
 from optax_ramda._regularizers import (
@@ -84,10 +85,10 @@ def _layouts(specs: Any, params: Any) -> list[_Leaf | None]:
   flat_specs = jax.tree.leaves(specs, is_leaf=is_spec)
   flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
   for spec, (path, w) in zip(flat_specs, flat_params, strict=True):
-    if spec is None:
+    shape = tuple(w.shape)
+    if spec is None or math.prod(shape) == 0:  # Nothing to prune.
       layouts.append(None)
       continue
-    shape = tuple(w.shape)
     if isinstance(spec, Nuclear):
       raise ValueError(
         f"magnitude_pruning was given nuclear() for the leaf "
@@ -126,6 +127,21 @@ def _erk_densities(density: jax.Array, leaves: list[_Leaf]) -> jax.Array:
   return ranked[np.argsort(order)]
 
 
+def _resharded(x: jax.Array, like: jax.Array | None = None) -> jax.Array:
+  """`x` with the sharding in the type of `like` (unsharded if ``None``).
+
+  Only Explicit mesh axes put a sharding in an array's type; there a sort must
+  see its whole axis, and both branches of a ``cond`` must agree. Under Auto
+  axes, or without a mesh, the compiler places the data itself.
+  """
+  source = jax.typeof(x).sharding
+  target = None if like is None else jax.typeof(like).sharding
+  spec = (*source.spec, *(() if target is None else target.spec))
+  if all(axis is None for axis in spec):
+    return x
+  return jax.sharding.reshard(x, source.update(spec=P()) if target is None else target)
+
+
 def _prune_lowest(scores: jax.Array, sizes: jax.Array, budget: jax.Array) -> jax.Array:
   """Keep flags: the lowest-scored groups whose sizes sum to ≤ `budget` are pruned.
 
@@ -142,7 +158,7 @@ def _group_scores(w: jax.Array, keep: jax.Array, leaf: _Leaf) -> jax.Array:
   score = _solvers.group_norm(x, leaf.axes) / math.sqrt(leaf.size)
   # Pruned groups rank first, so the pruned set only grows and they stay zero.
   kept = jnp.all(keep, axis=leaf.axes, keepdims=True)
-  return jnp.where(kept, score, -1).ravel()
+  return _resharded(jnp.where(kept, score, -1).ravel())
 
 
 def _new_masks(
@@ -186,7 +202,7 @@ def _new_masks(
   for (i, leaf), keep in zip(pruned, keeps, strict=True):
     shape = params[i].shape
     grouped = tuple(1 if a in leaf.axes else d for a, d in enumerate(shape))
-    out[i] = jnp.broadcast_to(keep.reshape(grouped), shape)
+    out[i] = _resharded(jnp.broadcast_to(keep.reshape(grouped), shape), masks[i])
   return out
 
 

@@ -373,3 +373,53 @@ def test_bad_trees_fail_at_init_and_update():
   state = tx.init(params)
   with pytest.raises(ValueError, match=r"call `update\(updates, state, params\)`"):
     tx.update(params, state)
+
+
+_SHARDED_SCRIPT = """
+import jax, numpy as np, optax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+import optax_ramda as oxr
+
+rng = np.random.default_rng(0)
+params = {"w": rng.normal(size=(16, 8)), "v": rng.normal(size=(8, 12))}
+params = jax.tree.map(lambda x: x.astype(np.float32), params)
+specs = {"w": oxr.group_lasso(axes=(1,)), "v": oxr.group_lasso(axes=(1,))}
+grads = [jax.tree.map(lambda p: rng.normal(size=p.shape).astype(p.dtype), params)
+         for _ in range(6)]
+mesh = jax.make_mesh((4,), ("x",), axis_types=(AxisType.Explicit,))
+# Rows (the groups) split across devices in 'w'; each row split in 'v'.
+shard = {"w": NamedSharding(mesh, P("x", None)), "v": NamedSharding(mesh, P(None, "x"))}
+for allocation in ("uniform", "global"):
+  tx = oxr.magnitude_pruning(optax.adamw(0.1), 0.5, regularizer=specs,
+                             begin_step=1, end_step=5, frequency=2,
+                             allocation=allocation)
+  def train(where):
+    p = jax.device_put(params, where)
+    state = tx.init(p)
+    step = jax.jit(lambda p, s, g: tx.update(g, s, p))
+    for g in grads:
+      u, state = step(p, state, jax.device_put(g, where))
+      p = optax.apply_updates(p, u)
+    return p, state
+  p1, s1 = train(jax.devices()[0])
+  p4, s4 = train(shard)
+  for k in params:
+    assert s4.masks[k].sharding.is_equivalent_to(shard[k], 2), s4.masks[k].sharding
+    np.testing.assert_array_equal(np.asarray(s4.masks[k]), np.asarray(s1.masks[k]))
+    np.testing.assert_allclose(np.asarray(p4[k]), np.asarray(p1[k]), rtol=1e-6)
+    assert np.all(np.asarray(p4[k])[~np.asarray(s4.masks[k])] == 0)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_sharded_over_four_devices_equals_one_device():
+  # Explicit mesh axes put the sharding in the types: the sort of the scores
+  # must see whole axes, and the new masks must keep the params' sharding.
+  from tests.multidevice import launch
+
+  group = launch.Group(
+    "magnitude", [launch.Process("sharded", ["-c", _SHARDED_SCRIPT], 4)], 300
+  )
+  launch.wait([group])
+  assert group.error is None, group.report()
