@@ -58,7 +58,7 @@ class _Leaf(NamedTuple):
   axes: tuple[int, ...]  # The axes one group spans (() for l1: entries).
   groups: int
   size: int  # Entries per group.
-  erk: float  # Σ_i d_i / Π_i d_i over the leaf's dims d_i.
+  erk: float  # r = Σ_i n_i / Π_i n_i over the leaf's dimensions n_i.
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -107,11 +107,13 @@ def _layouts(specs: Any, params: Any) -> list[_Leaf | None]:
 def _erk_densities(density: jax.Array, leaves: list[_Leaf]) -> jax.Array:
   """Per-leaf densities d_l = min(1, ε r_l) with Σ_l d_l N_l = density · Σ_l N_l.
 
-  RigL's ERK rule: r_l = Σ_i d_i / Π_i d_i. Leaves whose ε r_l would exceed 1
-  are made dense, largest r_l first, and ε is solved again on the rest. With
-  the m leaves of largest r_l dense, ε_m = (D − Σ_{i≤m} N_i) / Σ_{i>m} r_i N_i;
-  the answer is the first m whose next leaf fits (ε_m r_{m+1} ≤ 1). Every m is
-  evaluated at once, so the traced `density` needs no loop.
+  RigL's ERK rule, r_l = Σ_i n_i / Π_i n_i over the leaf's dimensions n_i, and
+  N_l its entries. Leaves whose ε r_l would exceed 1 are made dense, largest
+  r_l first, and ε is solved again on the rest. With the leaves sorted by r_l
+  and the first m dense, ε_m = (D − Σ_{i≤m} N_i) / Σ_{i>m} r_i N_i with
+  D = density · Σ_l N_l; the answer is the first m whose next leaf fits
+  (ε_m r_{m+1} ≤ 1), as in RigL's loop. Every m is evaluated at once, so the
+  traced `density` needs no loop.
   """
   raw = np.array([leaf.erk for leaf in leaves])
   entries = np.array([leaf.groups * leaf.size for leaf in leaves], float)
