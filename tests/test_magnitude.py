@@ -219,24 +219,32 @@ def test_erk_densities_solved_by_hand():
     "c": rng.normal(size=(2, 2)).astype(np.float32),  # r = 4/4, N = 4.
   }
   specs = {"a": ROWS, "b": ROWS, "c": ROWS}
-  # s = 1/2: the budget is 152 of 304 entries. With no dense leaf,
-  # ε = 152 / (20 + 54 + 4) = 1.95, and ε r_c > 1: 'c' is dense. Then
-  # ε = (152 - 4) / (20 + 54) = 2, so d_a = 0.4 and d_b = 0.54: 'a' prunes
-  # round(0.6 · 10) = 6 of its rows, 'b' round(0.46 · 4) = 2, 'c' none.
+  # s_t runs 0, 1/2 - (1/2)(1/2)³ = 7/16, 1/2 at t = 0, 1, 2 (sgd(0) leaves the
+  # weights alone but for the pruning).
+  # s = 0: D = 304; ε = 304/78 makes 'c' dense, then ε = 300/74 makes 'b'
+  # dense, then ε = 100/20 = 5 gives d_a = 5 r_a = 1: nothing is pruned.
+  # s = 7/16: the budget is D = (9/16)·304 = 171 entries. With no dense leaf,
+  # ε = 171 / (20 + 54 + 4) = 2.19, and ε r_c > 1: 'c' is dense. Then
+  # ε = (171 - 4) / (20 + 54) = 167/74, so d_a = 0.4514 and d_b = 0.6093:
+  # 'a' prunes round(5.486) = 5 of its rows, 'b' round(1.563) = 2, 'c' none.
+  # s = 1/2: D = 152. ε = 152 / 78 = 1.95 makes 'c' dense, then
+  # ε = (152 - 4) / 74 = 2: d_a = 0.4, d_b = 0.54, so round(6) = 6 and
+  # round(1.84) = 2 rows.
   tx = oxr.magnitude_pruning(
-    optax.sgd(0.0), 0.5, regularizer=specs, end_step=0, allocation="erk"
+    optax.sgd(0.0), 0.5, regularizer=specs, end_step=2, frequency=1, allocation="erk"
   )
-  new, _ = _run(tx, params, 1)[1]
-  for name, count in (("a", 6), ("b", 2), ("c", 0)):
-    lowest = np.argsort(_row_norms(params[name]), kind="stable")[:count]
-    np.testing.assert_array_equal(_zero_rows(new[name]), np.sort(lowest))
+  history = _run(tx, params, 3)
+  hand = [{"a": 0, "b": 0, "c": 0}, {"a": 5, "b": 2, "c": 0}, {"a": 6, "b": 2, "c": 0}]
+  for counts, (new, _) in zip(hand, history[1:], strict=True):
+    for name, count in counts.items():
+      lowest = np.argsort(_row_norms(params[name]), kind="stable")[:count]
+      np.testing.assert_array_equal(_zero_rows(new[name]), np.sort(lowest))
 
 
 @pytest.mark.parametrize(
   "dtype, allocation",
   [
     (np.float32, "uniform"),
-    (np.float32, "erk"),
     (np.float32, "global"),
     (np.float64, "uniform"),
   ],
