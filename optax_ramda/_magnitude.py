@@ -242,6 +242,10 @@ def magnitude_pruning(
     m ⊙ u - (1 - m) ⊙ w,
 
   so pruned groups of :math:`w + \text{update}` are exactly zero, and stay so.
+  The masks of step :math:`t` are ranked on the weights :math:`w` handed to
+  that step's ``update``; the wrapped optimizer sees the gradients as they
+  are, and its update of a pruned group is discarded. The state adds one
+  boolean per parameter to the wrapped optimizer's.
   A leaf with :math:`G_l` groups of :math:`|g_l|` entries
   (:math:`N_l = G_l |g_l|`) prunes, for each `allocation`:
 
@@ -285,8 +289,9 @@ def magnitude_pruning(
     :class:`MagnitudePruningState`.
 
   .. warning::
-    ``update`` needs ``params``, and the update zeroes pruned weights: apply it
-    as it is (wrap the whole step, not one transform of a chain).
+    ``update`` needs ``params``, and its update zeroes the pruned weights:
+    it must be the **last** transform of a chain (a transform after it would
+    rescale the :math:`-w` that zeroes them).
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
