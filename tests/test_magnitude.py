@@ -133,6 +133,23 @@ def test_initial_sparsity_and_one_shot():
   assert len(_zero_rows(params["b"]["kernel"])) == 2
 
 
+def test_pruned_groups_outrank_kept_groups_that_reach_zero():
+  # An inner optimizer that zeroes row 0 (a kept row) at every step. Counts
+  # stay at 1 of 6 rows: round(6 s_t) for s_t = 0.15, 0.175, 0.2.
+  row0 = np.eye(6, 1, dtype=np.float32)
+  inner = optax.stateless(lambda g, p: jax.tree.map(lambda w: -w * row0, p))
+  w = np.array([[2.0, 1], [1, 2], [3, 1], [0.1, 0], [1, 1], [2, 2]], np.float32)
+  tx = oxr.magnitude_pruning(
+    inner, 0.2, regularizer=ROWS, end_step=2, frequency=1, initial_sparsity=0.15
+  )
+  history = _run(tx, w, 4)
+  # Row 3 is pruned first; from then on row 0 is as zero as row 3, and the
+  # tie must not move the mask to the earlier row.
+  for t, (params, state) in enumerate(history[1:]):
+    np.testing.assert_array_equal(np.flatnonzero(~np.asarray(state.masks)[:, 0]), [3])
+    np.testing.assert_array_equal(_zero_rows(params), [0, 3], err_msg=f"step {t}")
+
+
 def test_l1_prunes_entries():
   w = np.arange(1.0, 13.0, dtype=np.float32).reshape(3, 4) * np.array([1, -1, 1, -1])
   tx = oxr.magnitude_pruning(optax.sgd(0.0), 0.25, regularizer=oxr.l1(), end_step=0)
