@@ -79,10 +79,11 @@ def test_writes_table_plot_json_and_params(run_dir, capsys):
   assert "logreg on mydigits" in table
   assert "| RAMDA |" in table and "| ProxSGD |" in table
   assert results["command"].startswith("python -m optax_ramda.experiments --task")
-  progress = (run_dir / "progress.txt").read_text()  # One tqdm bar per run.
+  progress = (run_dir / "progress.txt").read_text()  # One bar over all runs.
+  assert "run 4/4: 100%" in progress and "4/4 [" in progress
   for name in ("ramda", "prox_sgd"):
     for seed in range(SEEDS):
-      assert f"logreg/{name} seed {seed}: 100%" in progress
+      assert f"logreg/{name} seed {seed}, epoch {EPOCHS}/{EPOCHS}, test acc" in progress
   for run in results["runs"]:
     assert os.path.isfile(run_dir / run["params_file"])
     assert len(run["history"]["accuracy"]) == EPOCHS + 1  # with the initialization

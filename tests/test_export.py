@@ -20,7 +20,7 @@ from flax import nnx
 
 import optax_ramda as oxr
 from optax_ramda.experiments import TASKS, _export, _lm, load_params, main
-from optax_ramda.experiments._extended import nuclear_specs
+from optax_ramda.experiments._regularizers import nuclear_specs
 
 
 def _zero_rows(linear, rows):
