@@ -90,6 +90,47 @@ def zero_groups(params: Any, specs: Any) -> jax.Array:
   return jnp.concatenate(flags)
 
 
+def switches(previous: np.ndarray | None, current: np.ndarray) -> int:
+  """How many groups switched between zero and nonzero, in either direction.
+
+  Args:
+    previous: the previous evaluation's flags (:func:`zero_groups`), or None
+      at the initialization (nothing switched).
+    current: this evaluation's flags.
+
+  Examples:
+    >>> import numpy as np
+    >>> from optax_ramda.experiments._train import switches
+    >>> switches(np.array([True, False, False]), np.array([False, True, False]))
+    2
+  """
+  if previous is None:
+    return 0
+  return int(np.sum(previous != current))
+
+
+def final_stage_switches(
+  per_epoch: list[float], milestones: tuple[int, ...], steps_per_epoch: int
+) -> float:
+  """The switches summed over the transitions out of final-stage epochs.
+
+  Entry ``e`` of `per_epoch` counts the switches from the evaluation after
+  epoch ``e - 1`` (0: the initialization) to the one after epoch ``e``. The
+  transitions counted are those from an epoch that ended in the final stage
+  (at or after the last milestone step) to the next epoch.
+
+  Examples:
+    >>> from optax_ramda.experiments._train import final_stage_switches
+    >>> # 10 steps an epoch, the final stage from step 20: epochs 2, 3, 4 end
+    >>> # in it, so the transitions into epochs 3 and 4 count.
+    >>> final_stage_switches([0, 5, 4, 3, 1], (10, 20), 10)
+    4.0
+  """
+  last = milestones[-1] if milestones else 0
+  first = -(-last // steps_per_epoch)  # The first epoch that ends in the final stage.
+  return float(np.sum(per_epoch[first + 1 :]))
+
+
 @dataclasses.dataclass
 class RunResult:
   """What one run produced.
@@ -353,7 +394,7 @@ class Trainer:
       )
       for flips, zeros in zip(FLIPS, ("zeros", "prox_zeros"), strict=True):
         mask = np.asarray(metrics.pop(zeros))
-        values[flips] = float(np.sum(mask != masks.get(zeros, mask)))
+        values[flips] = float(switches(masks.get(zeros), mask))
         masks[zeros] = mask
       values.update({k: float(v) for k, v in metrics.items()})
       for k in recorded:
@@ -399,12 +440,14 @@ class Trainer:
       else None
     )
     final = {k: history[k][-1] for k in METRICS}
-    # Transitions from an epoch that ended in the final stage to the next.
-    last = self.settings.milestones[-1] if self.settings.milestones else 0
-    first = -(-last // self.steps_per_epoch)  # The first such epoch.
     for flips in FLIPS:
-      counts = history[flips][first + 1 :] if every_epoch else [float("nan")]
-      final[flips.replace("group", "final_stage")] = float(np.sum(counts))
+      final[flips.replace("group", "final_stage")] = (
+        final_stage_switches(
+          history[flips], self.settings.milestones, self.steps_per_epoch
+        )
+        if every_epoch
+        else float("nan")
+      )
     final["params"] = float(sum(np.size(x) for x in jax.tree.leaves(host_params)))
     finite = all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_params))
     # A diverged run has no function to preserve: nothing to export.
