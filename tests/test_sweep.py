@@ -31,7 +31,7 @@ from optax_ramda.experiments import (
 )
 from optax_ramda.experiments._data import subset
 from optax_ramda.experiments._optimizers import METHODS, milestones
-from optax_ramda.experiments._train import zero_groups
+from optax_ramda.experiments._train import final_stage_switches, switches, zero_groups
 
 EPOCHS, SEEDS = 3, 2
 
@@ -213,6 +213,23 @@ def test_zero_groups_and_switch_counts():
     [np.all(conv == 0, axis=(0, 1, 3)), np.all(dense == 0, axis=1)]
   )
   np.testing.assert_array_equal(zero_groups(params, specs), expected)
+
+
+def test_switches_count_groups_turning_zero_and_nonzero():
+  before = np.array([True, True, False, False, True])
+  after = np.array([False, True, True, False, True])
+  # Group 0 came back (zero -> nonzero), group 2 went to zero: two switches.
+  assert switches(before, after) == 2
+  assert switches(after, before) == 2
+  assert switches(None, after) == 0  # The initialization: nothing to compare.
+  # 4 steps an epoch, milestones at steps 8 and 16: epochs 4, 5 and 6 end in
+  # the final stage, so the transitions into epochs 5 and 6 count.
+  per_epoch = [0.0, 9.0, 7.0, 5.0, 3.0, 2.0, 1.0]
+  assert final_stage_switches(per_epoch, (8, 16), 4) == 3.0
+  # A milestone inside an epoch: epoch 5 (steps 17-20) is the first to end
+  # after step 17.
+  assert final_stage_switches(per_epoch, (8, 17), 4) == 1.0
+  assert final_stage_switches(per_epoch, (), 4) == sum(per_epoch[1:])
 
 
 @pytest.fixture(scope="module")
