@@ -165,13 +165,30 @@ def summarize(runs: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any
 
 
 def choose(records: list[dict[str, Any]], key: str, tol: float) -> dict[str, Any]:
-  """The chosen (λ, η) per method from the search's records (see module doc)."""
+  """The chosen record per method of a search's records (the module doc's rule).
+
+  Args:
+    records: one per run, with ``optimizer``, the structure `key` and the
+      quality (``val_perplexity`` for an lm search by group sparsity, else
+      ``accuracy``, of the validation split).
+    key: the structure to maximize (``group_sparsity`` or ``low_rank_level``).
+    tol: the tolerance (relative for perplexity, absolute for accuracy).
+
+  Returns:
+    ``{optimizer: record}``; a method whose runs all diverged is left out.
+  """
   lm = key == "group_sparsity" and "val_perplexity" in records[0]
 
   def quality(r):  # Larger is better.
     return -r["val_perplexity"] if lm else r["accuracy"]
 
-  dense = [r for r in records if not METHODS[r["optimizer"]].regularized]
+  # A diverged dense run (NaN or inf) sets no bar: max() would return a NaN
+  # that came first, and every comparison with it is False.
+  dense = [
+    r
+    for r in records
+    if not METHODS[r["optimizer"]].regularized and np.isfinite(quality(r))
+  ]
   bar = max(quality(r) for r in dense) if dense else None
   chosen = {}
   for name in dict.fromkeys(r["optimizer"] for r in records):
