@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from typing import Any
 
@@ -35,17 +34,6 @@ LM_REG_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
 LM_LR_FACTORS = (1.0, 3.0, 10.0)
 NUCLEAR_REG_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 NUCLEAR_LR_FACTORS = (1 / 3, 1.0, 3.0, 10.0)
-
-
-def _validation_split(data: _data.Dataset, fraction: float = 0.2) -> _data.Dataset:
-  """The training examples split by position: the last `fraction` validates."""
-  n_val = math.ceil(fraction * len(data.y_train))
-  return data._replace(
-    x_train=data.x_train[:-n_val],
-    y_train=data.y_train[:-n_val],
-    x_test=data.x_train[-n_val:],
-    y_test=data.y_train[-n_val:],
-  )
 
 
 def markdown_table(records: list[dict[str, Any]], key: str, tol: float) -> str:
@@ -137,7 +125,9 @@ def search_data(search: Search) -> tuple[_data.Dataset, Any]:
     return splits.data, (splits.data.x_test, splits.data.y_test)
   task = TASKS[search.task]
   assert isinstance(task, ClassifierTask)
-  return _validation_split(task.prepared(_data.load(task.dataset))), None
+  return _data.validation_split(
+    task.prepared(_data.load(task.dataset)), seed=None
+  ), None
 
 
 def main(argv: list[str] | None = None) -> int:

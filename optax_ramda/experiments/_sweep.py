@@ -41,6 +41,7 @@ import numpy as np
 
 from optax_ramda.experiments import _optimizers, _selection, _sweep_report
 from optax_ramda.experiments._data import Dataset
+from optax_ramda.experiments._data import validation_split as validation_split
 from optax_ramda.experiments._optimizers import METHODS, Method
 from optax_ramda.experiments._progress import Progress
 from optax_ramda.experiments._task import Task
@@ -135,51 +136,6 @@ def check_grid(values: Sequence[float], *, positive: bool) -> tuple[float, ...]:
     if a > b:
       raise ValueError(f"grid values must be increasing, got {a:g} before {b:g}")
   return grid
-
-
-def validation_split(
-  data: Dataset, fraction: float = VAL_FRACTION, seed: int = 0
-) -> Dataset:
-  """The training examples split in two: fit on the first part, score the second.
-
-  The test split is left out entirely: the returned data set's ``x_test`` and
-  ``y_test`` are the held-out *training* examples.
-
-  Args:
-    data: the task's data set.
-    fraction: the share of the training examples held out, in (0, 1).
-    seed: seeds the (fixed) permutation.
-
-  Returns:
-    A :class:`Dataset` named ``<name>-val`` whose training arrays are the
-    remaining training examples and whose test arrays are the validation ones.
-
-  Raises:
-    ValueError: if either part would be empty.
-
-  Examples:
-    >>> from optax_ramda.experiments import digits
-    >>> from optax_ramda.experiments._sweep import validation_split
-    >>> val = validation_split(digits())
-    >>> val.x_train.shape[0], val.x_test.shape[0]
-    (1149, 288)
-  """
-  n = len(data.y_train)
-  held = math.ceil(fraction * n)
-  if not 0 < held < n:
-    raise ValueError(
-      f"a validation fraction of {fraction:g} of {n} training examples leaves "
-      "one part empty"
-    )
-  order = np.random.default_rng(seed).permutation(n)
-  val, fit = order[:held], order[held:]
-  return data._replace(
-    name=f"{data.name}-val",
-    x_train=data.x_train[fit],
-    y_train=data.y_train[fit],
-    x_test=data.x_train[val],
-    y_test=data.y_train[val],
-  )
 
 
 def sweep(
