@@ -62,7 +62,7 @@ def nuclear_specs(group_specs: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class GroupLasso:
-  """The paper's input groups (see the module doc).
+  """The paper's input groups (see the module doc); the base of the others.
 
   Attributes:
     name: the name on the command line and in file names.
@@ -172,5 +172,4 @@ def _pure(tree: Any) -> Any:
   return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
 
 
-Regularizer = GroupLasso
 REGULARIZERS: dict[str, GroupLasso] = {r.name: r for r in (GroupLasso(), Nuclear())}

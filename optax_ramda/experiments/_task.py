@@ -18,6 +18,7 @@ its model) is one more entry there.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import dataclasses
 from collections.abc import Callable
@@ -68,7 +69,7 @@ SUMMARY_KEYS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Task:
+class Task(abc.ABC):
   """A model family with its data, training defaults and report (base class).
 
   Attributes:
@@ -103,13 +104,13 @@ class Task:
     del args, error
     return self
 
+  @abc.abstractmethod
   def load(self, args: argparse.Namespace) -> tuple[Dataset, Test]:
     """The data set of a run (``--data``, ``--dataset``, subsets) and its test split.
 
     Raises:
       ValueError: if the data cannot be read or does not fit the model.
     """
-    raise NotImplementedError
 
   def model(self, data: Dataset, seed: int) -> nnx.Module:
     """A freshly initialized model for `data` (inputs already prepared)."""
@@ -143,13 +144,13 @@ class Task:
     del logits, params, test
     return {}
 
+  @abc.abstractmethod
   def export(self, model: nnx.Module, data: Dataset) -> tuple[int, Any]:
     """The parameter count after the structured export, and its report or None."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def columns(self, regularizer: str) -> tuple[Column, ...]:
     """The table's columns under `regularizer`."""
-    raise NotImplementedError
 
   def summary_keys(self, regularizer: str) -> tuple[str, ...]:
     """The final numbers summarized over seeds under `regularizer`."""
