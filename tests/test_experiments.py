@@ -284,3 +284,20 @@ def test_module_entry_point_reports_errors_without_traceback():
   assert result.returncode == 2
   assert "invalid choice: 'nope'" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_help_states_each_tasks_own_defaults(capsys):
+  with pytest.raises(SystemExit) as exc:
+    main(["--help"])
+  assert exc.value.code == 0
+  text = capsys.readouterr().out
+  for name, task in TASKS.items():
+    seeds = f"{task.seeds} seed{'s' if task.seeds > 1 else ''}"
+    line = (
+      f"[data {task.dataset}, {task.epochs} epochs, batch {task.batch_size}, {seeds}"
+    )
+    assert line in text, name
+  assert "[data shakespeare, 6 epochs, batch 32, 1 seed," in text
+  assert "[data digits, 30 epochs, batch 64, 3 seeds]" in text
+  assert "paper hyperparameters" not in text
+  assert len(text.splitlines()) < 129  # The help before this restructuring.

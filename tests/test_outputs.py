@@ -32,9 +32,10 @@ def frozen_clock(monkeypatch):
 
 
 def _main(argv):
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     assert main(argv) == 0
+  assert "run 1/1" not in err.getvalue()  # --quiet: no progress bar.
   return out.getvalue()
 
 
