@@ -4,9 +4,10 @@ import json
 import math
 import pathlib
 
+import numpy as np
 import pytest
 
-from optax_ramda.experiments import _calibrate, _lm
+from optax_ramda.experiments import _calibrate, _lm, digits
 
 RECORDS = pathlib.Path(__file__).parent.parent / "docs" / "calibration"
 
@@ -80,3 +81,34 @@ def test_calibrated_points_follow_from_the_committed_records(setting, table, key
   assert points.keys() == expected.keys()
   for name, (reg, lr) in points.items():
     assert (reg, lr) == pytest.approx(expected[name], rel=1e-9), name
+
+
+def test_select_with_tol_zero_is_a_zero_tolerance(tmp_path, capsys):
+  # `--tol 0` must not fall back to the default tolerance (0.01 for nuclear).
+  records = [
+    {**_record("sgd", 0.0, 0.1, 0.9, 0.0, lm=False), "setting": "nuclear"},
+    {**_record("ramda", 1e-3, 0.01, 0.9, 0.3, lm=False), "setting": "nuclear"},
+    {**_record("ramda", 1e-2, 0.01, 0.895, 0.8, lm=False), "setting": "nuclear"},
+  ]
+  path = tmp_path / "records.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  assert _calibrate.main(["nuclear", "--select", "--tol", "0", "--out", str(path)]) == 0
+  assert '("mlp", "ramda"): (0.001, 0.01)' in capsys.readouterr().out
+  assert _calibrate.main(["nuclear", "--select", "--out", str(path)]) == 0
+  assert '("mlp", "ramda"): (0.01, 0.01)' in capsys.readouterr().out
+
+
+def test_nuclear_search_scores_on_the_training_examples_never_the_test_split():
+  data, test = _calibrate.search_data(_calibrate.SEARCHES["nuclear"])
+  full = digits()
+  n_val = math.ceil(0.2 * len(full.y_train))
+  train = full.x_train.reshape(len(full.y_train), -1)
+  # Scored on the last 20 % of the training images, trained on the rest.
+  np.testing.assert_array_equal(data.x_test, train[-n_val:])
+  np.testing.assert_array_equal(data.y_test, full.y_train[-n_val:])
+  np.testing.assert_array_equal(data.x_train, train[:-n_val])
+  assert test is None
+  test_rows = set(map(bytes, full.x_test.reshape(len(full.y_test), -1)))
+  train_rows = set(map(bytes, train))
+  # No scored image is a test image (unless it also appears among the training ones).
+  assert not (set(map(bytes, data.x_test)) & test_rows) - train_rows

@@ -79,10 +79,11 @@ def test_writes_table_plot_json_and_params(run_dir, capsys):
   assert "logreg on mydigits" in table
   assert "| RAMDA |" in table and "| ProxSGD |" in table
   assert results["command"].startswith("python -m optax_ramda.experiments --task")
-  progress = (run_dir / "progress.txt").read_text()  # One tqdm bar per run.
+  progress = (run_dir / "progress.txt").read_text()  # One bar over all runs.
+  assert "run 4/4: 100%" in progress and "4/4 [" in progress
   for name in ("ramda", "prox_sgd"):
     for seed in range(SEEDS):
-      assert f"logreg/{name} seed {seed}: 100%" in progress
+      assert f"logreg/{name} seed {seed}, epoch {EPOCHS}/{EPOCHS}, test acc" in progress
   for run in results["runs"]:
     assert os.path.isfile(run_dir / run["params_file"])
     assert len(run["history"]["accuracy"]) == EPOCHS + 1  # with the initialization
@@ -283,3 +284,20 @@ def test_module_entry_point_reports_errors_without_traceback():
   assert result.returncode == 2
   assert "invalid choice: 'nope'" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_help_states_each_tasks_own_defaults(capsys):
+  with pytest.raises(SystemExit) as exc:
+    main(["--help"])
+  assert exc.value.code == 0
+  text = capsys.readouterr().out
+  for name, task in TASKS.items():
+    seeds = f"{task.seeds} seed{'s' if task.seeds > 1 else ''}"
+    line = (
+      f"[data {task.dataset}, {task.epochs} epochs, batch {task.batch_size}, {seeds}"
+    )
+    assert line in text, name
+  assert "[data shakespeare, 6 epochs, batch 32, 1 seed," in text
+  assert "[data digits, 30 epochs, batch 64, 3 seeds]" in text
+  assert "paper hyperparameters" not in text
+  assert len(text.splitlines()) < 129  # The help before this restructuring.

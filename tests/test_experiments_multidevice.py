@@ -38,7 +38,11 @@ ARGS = [
   "--test-subset", "64",
   "--batch-size", "32",
 ]  # fmt: skip
-FILES = [f"{t}-{o}-seed0.npz" for t in ("logreg", "mlp") for o in ("ramda", "prox_sgd")]
+FILES = [
+  f"{t}-group_lasso-{o}-seed0.npz"
+  for t in ("logreg", "mlp")
+  for o in ("ramda", "prox_sgd")
+]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +123,8 @@ def test_only_process_zero_prints(runs):
   finished(runs, "2x2")
   _, groups = runs
   rank0, rank1 = (p.output(limit=10**6) for p in groups["2x2"].processes)
-  assert "logreg/ramda seed 0: 100%" in rank0 and "| RAMDA |" in rank0
+  assert "logreg/ramda seed 0" in rank0 and "run 4/4: 100%" in rank0
+  assert "| RAMDA |" in rank0
   assert "seed 0" not in rank1 and "RAMDA" not in rank1 and "wrote" not in rank1
 
 

@@ -20,10 +20,18 @@ import numpy as np
 import pytest
 
 import optax_ramda as oxr
-from optax_ramda.experiments import TASKS, _optimizers, _paper, _sweep, digits, main
+from optax_ramda.experiments import (
+  TASKS,
+  _optimizers,
+  _paper,
+  _selection,
+  _sweep,
+  digits,
+  main,
+)
 from optax_ramda.experiments._data import subset
 from optax_ramda.experiments._optimizers import METHODS, milestones
-from optax_ramda.experiments._train import zero_groups
+from optax_ramda.experiments._train import final_stage_switches, switches, zero_groups
 
 EPOCHS, SEEDS = 3, 2
 
@@ -77,7 +85,7 @@ def test_validation_split_partitions_the_training_rows_only(small):
 def test_sweep_records_every_point_and_fronts_grow_with_lambda(runs):
   expected = SEEDS * (4 * 2 + 4 * 1 + 2)
   assert len(runs) == expected
-  summary = _sweep.summarize(runs, list(GRIDS))
+  summary = _selection.summarize(runs, list(GRIDS))
   for name in ("ramda", "prox_sgd"):
     front = summary["fronts"][name]
     assert [p["reg_strength"] for p in front] == list(GRIDS[name][0])
@@ -144,7 +152,7 @@ def test_selection_reads_validation_not_test_accuracy():
       ("prox_sgd", 1e-1, 0.1, 0.850, 0.70, 0.99),
     ]
   )
-  summary = _sweep.summarize(runs, ["ramda", "prox_sgd", "sgd"])
+  summary = _selection.summarize(runs, ["ramda", "prox_sgd", "sgd"])
   assert summary["table"]["prox_sgd"] == {"0.5": None, "1": None}
   fallback = summary["calibrated"]["prox_sgd"]
   assert (fallback["reg_strength"], fallback["learning_rate"]) == (1e-2, 0.1)
@@ -161,7 +169,7 @@ def test_selection_reads_validation_not_test_accuracy():
   assert calibrated["test_accuracy"]["mean"] == 0.10
   # Nothing that chooses reads the test accuracy: NaN there changes nothing.
   poisoned = [dict(r, test_accuracy=float("nan")) for r in runs]
-  again = _sweep.summarize(poisoned, ["ramda", "prox_sgd", "sgd"])
+  again = _selection.summarize(poisoned, ["ramda", "prox_sgd", "sgd"])
   for key in ("best_dense", "calibrated", "fronts", "table"):
     assert _choices(again[key]) == _choices(summary[key])
 
@@ -181,8 +189,8 @@ def _choices(tree):
 def test_corrupting_the_test_labels_changes_no_choice(small, runs):
   corrupted = small._replace(y_test=(small.y_test + 1) % 10)
   other = _sweep_runs(corrupted, GRIDS)
-  a = _sweep.summarize(runs, list(GRIDS))
-  b = _sweep.summarize(other, list(GRIDS))
+  a = _selection.summarize(runs, list(GRIDS))
+  b = _selection.summarize(other, list(GRIDS))
   for key in ("best_dense", "calibrated", "fronts", "table", "dense"):
     assert _choices(a[key]) == _choices(b[key])
   test_a = [r["test_accuracy"] for r in runs]
@@ -205,6 +213,23 @@ def test_zero_groups_and_switch_counts():
     [np.all(conv == 0, axis=(0, 1, 3)), np.all(dense == 0, axis=1)]
   )
   np.testing.assert_array_equal(zero_groups(params, specs), expected)
+
+
+def test_switches_count_groups_turning_zero_and_nonzero():
+  before = np.array([True, True, False, False, True])
+  after = np.array([False, True, True, False, True])
+  # Group 0 came back (zero -> nonzero), group 2 went to zero: two switches.
+  assert switches(before, after) == 2
+  assert switches(after, before) == 2
+  assert switches(None, after) == 0  # The initialization: nothing to compare.
+  # 4 steps an epoch, milestones at steps 8 and 16: epochs 4, 5 and 6 end in
+  # the final stage, so the transitions into epochs 5 and 6 count.
+  per_epoch = [0.0, 9.0, 7.0, 5.0, 3.0, 2.0, 1.0]
+  assert final_stage_switches(per_epoch, (8, 16), 4) == 3.0
+  # A milestone inside an epoch: epoch 5 (steps 17-20) is the first to end
+  # after step 17.
+  assert final_stage_switches(per_epoch, (8, 17), 4) == 1.0
+  assert final_stage_switches(per_epoch, (), 4) == sum(per_epoch[1:])
 
 
 @pytest.fixture(scope="module")
@@ -241,8 +266,9 @@ def test_sweep_cli_writes_fronts_table_and_results(sweep_dir, capsys):
   (sweep,) = results["sweep"]
   assert len(sweep["runs"]) == 2 * (3 + 2)
   # One bar over the whole sweep: 10 runs.
-  assert "sweep: 100%" in (sweep_dir / "progress.txt").read_text()
-  assert "10/10" in (sweep_dir / "progress.txt").read_text()
+  progress = (sweep_dir / "progress.txt").read_text()  # One bar over the runs.
+  assert "run 10/10: 100%" in progress and "10/10 [" in progress
+  assert "logreg/ramda λ=0.003 η=0.01 seed 1" in progress
   assert sweep["grids"]["ramda"]["reg_strength"] == [0, 0.003, 0.03]
 
 

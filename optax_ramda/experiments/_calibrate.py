@@ -15,17 +15,17 @@ or accuracy at most ``tol`` below it), else its best-quality point.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import time
 from typing import Any
 
-import numpy as np
-
 from optax_ramda.experiments import _data, _lm, _optimizers
-from optax_ramda.experiments._extended import ExtendedTrainer
+from optax_ramda.experiments._classifiers import ClassifierTask
 from optax_ramda.experiments._optimizers import METHODS
+from optax_ramda.experiments._selection import choose as choose
 from optax_ramda.experiments._tasks import TASKS
+from optax_ramda.experiments._train import Trainer
 
 # The grids: λ per regularized method, η as factors of the paper's (the same
 # for every method; a method whose choice sits at the largest factor gets the
@@ -34,48 +34,6 @@ LM_REG_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
 LM_LR_FACTORS = (1.0, 3.0, 10.0)
 NUCLEAR_REG_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 NUCLEAR_LR_FACTORS = (1 / 3, 1.0, 3.0, 10.0)
-
-
-def _validation_split(data: _data.Dataset, fraction: float = 0.2) -> _data.Dataset:
-  """The training examples split by position: the last `fraction` validates."""
-  n_val = math.ceil(fraction * len(data.y_train))
-  return data._replace(
-    x_train=data.x_train[:-n_val],
-    y_train=data.y_train[:-n_val],
-    x_test=data.x_train[-n_val:],
-    y_test=data.y_train[-n_val:],
-  )
-
-
-def choose(records: list[dict[str, Any]], key: str, tol: float) -> dict[str, Any]:
-  """The chosen (λ, η) per method from the search's records (see module doc)."""
-  lm = key == "group_sparsity" and "val_perplexity" in records[0]
-
-  def quality(r):  # Larger is better.
-    return -r["val_perplexity"] if lm else r["accuracy"]
-
-  dense = [r for r in records if not METHODS[r["optimizer"]].regularized]
-  bar = max(quality(r) for r in dense) if dense else None
-  chosen = {}
-  for name in dict.fromkeys(r["optimizer"] for r in records):
-    mine = [r for r in records if r["optimizer"] == name and np.isfinite(quality(r))]
-    if not mine:
-      continue
-    if bar is None or not METHODS[name].regularized:
-      best = max(mine, key=quality)
-    else:
-      ok = [
-        r
-        for r in mine
-        if (
-          r["val_perplexity"] <= (1 + tol) * -bar if lm else r["accuracy"] >= bar - tol
-        )
-      ]
-      best = (
-        max(ok, key=lambda r: (r[key], quality(r))) if ok else max(mine, key=quality)
-      )
-    chosen[name] = best
-  return chosen
 
 
 def markdown_table(records: list[dict[str, Any]], key: str, tol: float) -> str:
@@ -109,10 +67,73 @@ def markdown_table(records: list[dict[str, Any]], key: str, tol: float) -> str:
   return "\n".join(lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class Search:
+  """One calibration search: its task, regularizer, grids and selection rule.
+
+  Attributes:
+    task: the task's name.
+    regularizer: the regularizer's name.
+    key: the structure the rule maximizes.
+    tol: the rule's tolerance (relative perplexity, or accuracy units).
+    reg_grid: the λ grid of the regularized methods.
+    lr_factors: the η grid, as factors of each method's paper η.
+    optimizers: the methods searched.
+  """
+
+  task: str
+  regularizer: str
+  key: str
+  tol: float
+  reg_grid: tuple[float, ...]
+  lr_factors: tuple[float, ...]
+  optimizers: tuple[str, ...]
+
+
+SEARCHES = {
+  "lm": Search(
+    "lm",
+    "group_lasso",
+    "group_sparsity",
+    0.02,
+    LM_REG_GRID,
+    LM_LR_FACTORS,
+    ("adamw", "ramda", "rmda", "proxgen", "prox_sgd"),
+  ),
+  "nuclear": Search(
+    "mlp",
+    "nuclear",
+    "low_rank_level",
+    0.01,
+    NUCLEAR_REG_GRID,
+    NUCLEAR_LR_FACTORS,
+    ("sgd", "adamw", "ramda", "rmda", "proxgen", "prox_sgd"),
+  ),
+}
+
+
+def search_data(search: Search) -> tuple[_data.Dataset, Any]:
+  """The data a search trains and scores on: never the task's test split.
+
+  Returns:
+    The data set, whose "test" arrays (what every run is scored on) are the
+    validation split, and the split evaluated after training (for lm, the
+    validation split again; None for a classifier).
+  """
+  if search.task == "lm":
+    splits = _lm.load(_lm.Config().chars, _lm.Config().seq_len)
+    return splits.data, (splits.data.x_test, splits.data.y_test)
+  task = TASKS[search.task]
+  assert isinstance(task, ClassifierTask)
+  return _data.validation_split(
+    task.prepared(_data.load(task.dataset)), seed=None
+  ), None
+
+
 def main(argv: list[str] | None = None) -> int:
   """Runs the search (see the module doc)."""
   parser = argparse.ArgumentParser(prog="python -m optax_ramda.experiments._calibrate")
-  parser.add_argument("setting", choices=("lm", "nuclear"))
+  parser.add_argument("setting", choices=tuple(SEARCHES))
   parser.add_argument("--optimizer", nargs="+", default=None)
   parser.add_argument("--reg", type=float, nargs="+", default=None, help="λ grid")
   parser.add_argument("--lr-factors", type=float, nargs="+", default=None)
@@ -122,40 +143,29 @@ def main(argv: list[str] | None = None) -> int:
     "--select", action="store_true", help="train nothing: choose from --out's records"
   )
   args = parser.parse_args(argv)
+  search = SEARCHES[args.setting]
+  key = search.key
+  # `--tol 0` is a tolerance of zero, not the default.
+  tol = search.tol if args.tol is None else args.tol
+  lm = search.task == "lm"
   if args.select:
     with open(args.out) as f:
       records = [json.loads(line) for line in f if line.strip()]
-    lm = args.setting == "lm"
-    key, tol = ("group_sparsity", 0.02) if lm else ("low_rank_level", 0.01)
-    print(markdown_table(records, key, args.tol or tol))
-    task_name = "lm" if lm else "mlp"
-    for name, r in choose(records, key, args.tol or tol).items():
+    print(markdown_table(records, key, tol))
+    for name, r in choose(records, key, tol).items():
       print(
-        f'  ("{task_name}", "{name}"): ({r["reg_strength"]:g}, '
+        f'  ("{search.task}", "{name}"): ({r["reg_strength"]:g}, '
         f"{r['learning_rate']:g}),  # {key} {r[key]:.3f}, "
         + (
           f"val ppl {r['val_perplexity']:.3f}" if lm else f"val acc {r['accuracy']:.4f}"
         )
       )
     return 0
-  lm = args.setting == "lm"
-  if lm:
-    task = TASKS["lm"]
-    splits = _lm.load(_lm.Config().chars, _lm.Config().seq_len)
-    # The test split is never read: the "test" slot holds the validation split.
-    data, test = splits.data, (splits.data.x_test, splits.data.y_test)
-    names = args.optimizer or ["adamw", "ramda", "rmda", "proxgen", "prox_sgd"]
-    regs, key, tol = args.reg or LM_REG_GRID, "group_sparsity", args.tol or 0.02
-    factors = args.lr_factors or LM_LR_FACTORS
-    regularizer = "group_lasso"
-  else:
-    task = TASKS["mlp"]
-    data = _validation_split(task.prepared(_data.load(task.dataset)))
-    test = None
-    names = args.optimizer or ["sgd", "adamw", "ramda", "rmda", "proxgen", "prox_sgd"]
-    regs, key, tol = args.reg or NUCLEAR_REG_GRID, "low_rank_level", args.tol or 0.01
-    factors = args.lr_factors or NUCLEAR_LR_FACTORS
-    regularizer = "nuclear"
+  task = TASKS[search.task]
+  data, test = search_data(search)
+  names = args.optimizer or search.optimizers
+  regs = args.reg or search.reg_grid
+  factors = args.lr_factors or search.lr_factors
   steps = task.epochs * (len(data.y_train) // task.batch_size)
   records = []
   with open(args.out, "a") as f:
@@ -172,17 +182,17 @@ def main(argv: list[str] | None = None) -> int:
             solver="pg",
             learning_rate=method.learning_rate * factor,
           )
-          trainer = ExtendedTrainer(
+          trainer = Trainer(
             task,
             data,
             method,
             settings,
             task.batch_size,
-            regularizer=regularizer,
+            regularizer=search.regularizer,
             test=test,
           )
           start = time.perf_counter()
-          result = trainer.run(0, task.epochs, progress=False)
+          result = trainer.run(0, task.epochs)
           record = {
             "setting": args.setting,
             "optimizer": name,

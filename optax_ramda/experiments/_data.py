@@ -202,3 +202,56 @@ def subset(data: Dataset, train: int | None, test: int | None = None) -> Dataset
     x_test=data.x_test[:test],
     y_test=data.y_test[:test],
   )
+
+
+def validation_split(
+  data: Dataset, fraction: float = 0.2, seed: int | None = 0
+) -> Dataset:
+  """The training examples split in two: fit on one part, score the other.
+
+  The test split is left out entirely: the returned data set's ``x_test`` and
+  ``y_test`` are the held-out *training* examples.
+
+  Args:
+    data: the task's data set.
+    fraction: the share of the training examples held out, in (0, 1).
+    seed: seeds the (fixed) permutation that picks the held-out examples;
+      None holds out the last ones, by position.
+
+  Returns:
+    A :class:`Dataset` named ``<name>-val`` whose training arrays are the
+    remaining training examples and whose test arrays are the validation ones.
+
+  Raises:
+    ValueError: if either part would be empty.
+
+  Examples:
+    >>> from optax_ramda.experiments import digits
+    >>> from optax_ramda.experiments._data import validation_split
+    >>> val = validation_split(digits())
+    >>> val.x_train.shape[0], val.x_test.shape[0]
+    (1149, 288)
+    >>> import numpy as np
+    >>> last = validation_split(digits(), seed=None)
+    >>> np.array_equal(last.y_test, digits().y_train[-288:])
+    True
+  """
+  n = len(data.y_train)
+  held = math.ceil(fraction * n)
+  if not 0 < held < n:
+    raise ValueError(
+      f"a validation fraction of {fraction:g} of {n} training examples leaves "
+      "one part empty"
+    )
+  if seed is None:  # The last `held` examples; the others in order.
+    order = np.concatenate([np.arange(n - held, n), np.arange(n - held)])
+  else:
+    order = np.random.default_rng(seed).permutation(n)
+  val, fit = order[:held], order[held:]
+  return data._replace(
+    name=f"{data.name}-val",
+    x_train=data.x_train[fit],
+    y_train=data.y_train[fit],
+    x_test=data.x_train[val],
+    y_test=data.y_train[val],
+  )

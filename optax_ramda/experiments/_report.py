@@ -1,32 +1,22 @@
 """Tables, plots and summaries of a comparison, in the paper's format.
 
-The table follows the paper's Table 1 (validation accuracy and weighted group
-sparsity per method, mean ± std over seeds) with the extra columns this
-library can report; the figure follows its Figure 1 (group sparsity and
-accuracy against epochs, one line per method), with a third panel counting
-the groups that switch between zero and nonzero from one epoch to the next
-(the stability of the structure, the paper's Figures 1–2).
+The table follows the paper's Table 1 (accuracy and weighted group sparsity
+per method, mean ± std over seeds) with the columns the task declares
+(:meth:`~._task.Task.columns`); the figure follows its Figure 1 (the structure,
+group sparsity or low-rank level, and the task's quality against epochs, one
+line per method), with a third panel, under the group lasso, counting the
+groups that switch between zero and nonzero from one epoch to the next (the
+stability of the structure, the paper's Figures 1–2).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-# (key in a run's `final`, column header, format) of the table.
-COLUMNS = (
-  ("accuracy", "test accuracy (%)", "percent"),
-  ("group_sparsity", "group sparsity (%)", "percent"),
-  ("unstructured_sparsity", "unstructured sparsity (%)", "percent"),
-  ("prox_group_sparsity", "Ŵ group sparsity (%)", "percent"),
-  ("time_per_step_ms", "time/step (ms)", "ms"),
-  ("params_after_pruning", "params after pruning", "count"),
-  ("final_stage_flips", "group switches, final stage", "number"),
-  ("prox_final_stage_flips", "Ŵ group switches, final stage", "number"),
-)
+from optax_ramda.experiments._task import Column
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
@@ -47,7 +37,7 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
 
 def _cell(stat: dict[str, Any], kind: str, seeds: int) -> str:
   mean, std = stat["mean"], stat["std"]
-  if math.isnan(mean):
+  if not np.isfinite(mean):
     return "-"
   if kind == "percent":
     text, spread = f"{100 * mean:.2f}", f"{100 * std:.2f}"
@@ -55,38 +45,56 @@ def _cell(stat: dict[str, Any], kind: str, seeds: int) -> str:
     text, spread = f"{mean:.3f}", f"{std:.3f}"
   elif kind == "number":
     text, spread = f"{mean:.1f}", f"{std:.1f}"
+  elif kind == "float":
+    text, spread = f"{mean:.2f}", f"{std:.2f}"
+  elif kind == "mega":
+    text, spread = f"{mean / 1e6:.1f}", f"{std / 1e6:.1f}"
   else:
     text, spread = f"{mean:,.0f}", f"{std:,.0f}"
   return text if seeds == 1 else f"{text} ± {spread}"
 
 
-def table(summary: dict[str, Any], seeds: int) -> str:
+def table(summary: dict[str, Any], seeds: int, columns: Sequence[Column]) -> str:
   """A Markdown table of one task's summary (rows: methods).
 
   Args:
     summary: ``{"title": str, "params": int, "methods": {label: {metric:
       mean_std}}}``, optionally ``"settings": {label: {"reg_strength",
-      "learning_rate"}}`` (printed as the λ and η columns).
+      "learning_rate"}}`` (printed as the λ and η columns) and ``"note"``
+      (added to the title).
     seeds: the number of seeds (a single seed prints no ± part).
+    columns: (key in ``methods[label]``, header, format) of each column.
 
   Returns:
     The table as Markdown text, headed by the task's title.
+
+  Examples:
+    >>> from optax_ramda.experiments._report import mean_std, table
+    >>> summary = {"title": "t", "params": 1000, "methods": {
+    ...   "RAMDA": {"accuracy": mean_std([0.9, 0.8])}}}
+    >>> print(table(summary, 2, [("accuracy", "test accuracy (%)", "percent")]))
+    **t** (1,000 parameters; mean ± std over 2 seeds)
+    <BLANKLINE>
+    | method | test accuracy (%) |
+    | --- | ---: |
+    | RAMDA | 85.00 ± 5.00 |
   """
   settings = summary.get("settings", {})
   hyper = ["λ", "η"] if settings else []
-  header = ["method", *hyper, *(c[1] for c in COLUMNS)]
-  rows = [header, ["---", *("---:" for _ in (*hyper, *COLUMNS))]]
+  header = ["method", *hyper, *(c[1] for c in columns)]
+  rows = [header, ["---", *("---:" for _ in (*hyper, *columns))]]
   for label, stats in summary["methods"].items():
     values = []
     if settings:
       s = settings[label]
       values = [f"{s['reg_strength']:g}" if s["reg_strength"] else "–"]
       values.append(f"{s['learning_rate']:g}")
-    cells = (_cell(stats[key], kind, seeds) for key, _, kind in COLUMNS)
+    cells = (_cell(stats[key], kind, seeds) for key, _, kind in columns)
     rows.append([label, *values, *cells])
   lines = ["| " + " | ".join(row) + " |" for row in rows]
   title = f"**{summary['title']}** ({summary['params']:,} parameters; mean ± std over "
-  title += f"{seeds} seed{'s' if seeds > 1 else ''})"
+  title += f"{seeds} seed{'s' if seeds > 1 else ''}"
+  title += f"; {summary['note']})" if "note" in summary else ")"
   return "\n".join([title, "", *lines])
 
 
@@ -103,17 +111,18 @@ def _band(ax, runs, label, style, color=None, scale=100.0, start=0):
 
 
 def plot(curves: dict[str, Any], path: str) -> None:
-  """Saves the paper-style figure: per task, group sparsity and accuracy vs epochs.
+  """Saves the paper-style figure: per task, the structure and quality vs epochs.
 
   Args:
     curves: ``{task title: {"stage_epochs": [epoch of each milestone],
-      "methods": {method label: {"dense": bool, "group_sparsity": [[...] per
-      seed], "accuracy": [[...] per seed], and optionally "group_flips", and
-      for RAMDA/RMDA "prox_group_sparsity" (and "prox_group_flips"): [[...]
-      per seed]}}}}``. The seed mean is drawn with a band of ± one standard
-      deviation; dense references dashed, Ŵ's dotted, stage boundaries as thin
-      vertical lines. With flips, a third panel shows the regularized
-      methods' group switches per epoch over the final stage.
+      "panels": [(key, Ŵ's key or None, name, whether a percentage)],
+      "methods": {method label: {"dense": bool, key: [[...] per seed] for
+      each panel's keys, and optionally "group_flips" and
+      "prox_group_flips"}}}}``. The seed mean is drawn with a band of ± one
+      standard deviation; dense references dashed, Ŵ's dotted, stage
+      boundaries as thin vertical lines; a panel that is not a percentage
+      (perplexity) on a log scale. With flips, a last panel shows the
+      regularized methods' group switches per epoch over the final stage.
     path: the PNG file to write.
   """
   # The object-oriented API draws with Agg and leaves pyplot's global state alone.
@@ -125,34 +134,34 @@ def plot(curves: dict[str, Any], path: str) -> None:
     for title in tasks
     for series in curves[title]["methods"].values()
   )
-  panels = (
-    ("group_sparsity", "weighted group sparsity (%)"),
-    ("accuracy", "accuracy (%)"),
-  )
-  width = 15 if flips else 10
-  fig = Figure(figsize=(width, 3.2 * len(tasks) + 0.8), layout="constrained")
-  axes = fig.subplots(len(tasks), len(panels) + flips, squeeze=False)
+  columns = max(len(curves[t]["panels"]) for t in tasks) + flips
+  fig = Figure(figsize=(5 * columns, 3.2 * len(tasks) + 0.8), layout="constrained")
+  axes = fig.subplots(len(tasks), columns, squeeze=False)
   for row, title in enumerate(tasks):
     methods = curves[title]["methods"]
-    for col, (key, name) in enumerate(panels):
+    marks = curves[title]["stage_epochs"]
+    for col, (key, prox_key, name, percent) in enumerate(curves[title]["panels"]):
       ax = axes[row][col]
-      for epoch in curves[title]["stage_epochs"]:
+      for epoch in marks:
         ax.axvline(epoch, color="0.6", linewidth=0.8, linestyle=(0, (1, 3)))
+      scale = 100.0 if percent else 1.0
       for label, series in methods.items():
-        line = _band(ax, series[key], label, "--" if series["dense"] else "-")
-        if key == "group_sparsity" and "prox_group_sparsity" in series:
+        style = "--" if series["dense"] else "-"
+        line = _band(ax, series[key], label, style, scale=scale)
+        if prox_key in series and not series["dense"]:
           color = line.get_color()
-          _band(ax, series["prox_group_sparsity"], f"{label} (Ŵ)", ":", color)
-      ax.set_title(f"{title}: {name.split(' (')[0]}", fontsize=10)
-      ax.set_xlabel("epoch")
-      ax.set_ylabel(name)
-      ax.grid(alpha=0.3)
+          _band(ax, series[prox_key], f"{label} (Ŵ)", ":", color, scale=scale)
       if key == "accuracy":
         low = min(100 * np.min(np.mean(s[key], 0)[1:]) for s in methods.values())
         ax.set_ylim(max(0.0, low - 5), 100.5)
+      if not percent:
+        ax.set_yscale("log")
+      ax.set_title(f"{title}: {name}", fontsize=10)
+      ax.set_xlabel("epoch")
+      ax.set_ylabel(name + (" (%)" if percent else ""))
+      ax.grid(alpha=0.3)
     if flips:
-      ax = axes[row][len(panels)]
-      marks = curves[title]["stage_epochs"]
+      ax = axes[row][columns - 1]
       # Transitions into epochs that start in the final stage.
       start = int(np.ceil(marks[-1])) + 1 if marks else 1
       for label, series in methods.items():

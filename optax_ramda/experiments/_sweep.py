@@ -29,6 +29,7 @@ Outputs, per task:
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -37,23 +38,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from optax_ramda.experiments import _optimizers
+from optax_ramda.experiments import _optimizers, _selection, _sweep_report
 from optax_ramda.experiments._data import Dataset
+from optax_ramda.experiments._data import validation_split as validation_split
 from optax_ramda.experiments._optimizers import METHODS, Method
-from optax_ramda.experiments._report import mean_std
-from optax_ramda.experiments._tasks import Task
+from optax_ramda.experiments._progress import Progress
+from optax_ramda.experiments._task import Task
 from optax_ramda.experiments._train import Trainer
 
 # The share of the training examples held out for validation.
 VAL_FRACTION = 0.2
 # The η grid: the paper's η times these factors.
 LR_FACTORS = (1 / 3, 1.0, 3.0, 10.0)
-# The accuracy tolerances of the table, in accuracy units (0.5 and 1 point).
-TOLERANCES = (0.005, 0.01)
-# The tolerance that defines the calibrated point.
-CALIBRATION_TOLERANCE = 0.01
 # Default λ grids: per (task, method), the ends of a log-spaced grid of POINTS
 # values, set from a one-seed pilot over λ = 1e-5 ... 0.3 at the paper's η so
 # that each grid runs from (nearly) no zero group to most groups zero, with its
@@ -141,182 +138,6 @@ def check_grid(values: Sequence[float], *, positive: bool) -> tuple[float, ...]:
   return grid
 
 
-def validation_split(
-  data: Dataset, fraction: float = VAL_FRACTION, seed: int = 0
-) -> Dataset:
-  """The training examples split in two: fit on the first part, score the second.
-
-  The test split is left out entirely: the returned data set's ``x_test`` and
-  ``y_test`` are the held-out *training* examples.
-
-  Args:
-    data: the task's data set.
-    fraction: the share of the training examples held out, in (0, 1).
-    seed: seeds the (fixed) permutation.
-
-  Returns:
-    A :class:`Dataset` named ``<name>-val`` whose training arrays are the
-    remaining training examples and whose test arrays are the validation ones.
-
-  Raises:
-    ValueError: if either part would be empty.
-
-  Examples:
-    >>> from optax_ramda.experiments import digits
-    >>> from optax_ramda.experiments._sweep import validation_split
-    >>> val = validation_split(digits())
-    >>> val.x_train.shape[0], val.x_test.shape[0]
-    (1149, 288)
-  """
-  n = len(data.y_train)
-  held = math.ceil(fraction * n)
-  if not 0 < held < n:
-    raise ValueError(
-      f"a validation fraction of {fraction:g} of {n} training examples leaves "
-      "one part empty"
-    )
-  order = np.random.default_rng(seed).permutation(n)
-  val, fit = order[:held], order[held:]
-  return data._replace(
-    name=f"{data.name}-val",
-    x_train=data.x_train[fit],
-    y_train=data.y_train[fit],
-    x_test=data.x_train[val],
-    y_test=data.y_train[val],
-  )
-
-
-def _aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Per (optimizer, λ, η): mean/std over seeds of every recorded number."""
-  groups: dict[tuple[str, float, float], list[dict[str, Any]]] = {}
-  for run in runs:
-    key = (run["optimizer"], run["reg_strength"], run["learning_rate"])
-    groups.setdefault(key, []).append(run)
-  points = []
-  for (name, reg, lr), members in groups.items():
-    point: dict[str, Any] = {"optimizer": name, "reg_strength": reg}
-    point["learning_rate"] = lr
-    for metric in ("val_accuracy", "group_sparsity", "prox_group_sparsity"):
-      point[metric] = mean_std([m[metric] for m in members])
-    point["test_accuracy"] = mean_std([m["test_accuracy"] for m in members])
-    points.append(point)
-  return points
-
-
-def _validation_view(point: dict[str, Any]) -> dict[str, Any]:
-  """What selection may read of a point: no test accuracy."""
-  keys = ("optimizer", "reg_strength", "learning_rate", "val_accuracy")
-  return {k: point[k] for k in (*keys, "group_sparsity")}
-
-
-def _score(point: dict[str, Any]) -> float:
-  value = point["val_accuracy"]["mean"]
-  return value if math.isfinite(value) else -math.inf
-
-
-def best_dense(points: list[dict[str, Any]]) -> dict[str, Any] | None:
-  """The dense reference point with the best mean validation accuracy."""
-  dense = [
-    _validation_view(p) for p in points if not METHODS[p["optimizer"]].regularized
-  ]
-  return max(dense, key=_score) if dense else None
-
-
-def front(points: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-  """A method's front: per λ (increasing), its best-η point by validation.
-
-  Returns:
-    Validation views (no test accuracy) of the chosen points.
-  """
-  mine = [_validation_view(p) for p in points if p["optimizer"] == name]
-  chosen = []
-  for reg in sorted({p["reg_strength"] for p in mine}):
-    chosen.append(max((p for p in mine if p["reg_strength"] == reg), key=_score))
-  return chosen
-
-
-def within(
-  points: list[dict[str, Any]], name: str, target: float, tolerance: float
-) -> dict[str, Any] | None:
-  """The point of `name` with the largest mean group sparsity whose mean
-  validation accuracy is at least ``target - tolerance`` (ties: the more
-  accurate); None if no point qualifies."""
-  mine = [_validation_view(p) for p in points if p["optimizer"] == name]
-  ok = [p for p in mine if _score(p) >= target - tolerance - 1e-12]
-  if not ok:
-    return None
-  return max(ok, key=lambda p: (p["group_sparsity"]["mean"], _score(p)))
-
-
-def calibrated_point(
-  points: list[dict[str, Any]], name: str, target: float | None
-) -> dict[str, Any]:
-  """The point the main job runs `name` at.
-
-  A regularized method: its sparsest point within 1 point of the best dense
-  reference's validation accuracy; if it has none, its sparsest point within
-  1 point of its own best validation accuracy (what it can zero at nearly its
-  best). A dense method: its most accurate point.
-  """
-  mine = [_validation_view(p) for p in points if p["optimizer"] == name]
-  best = max(mine, key=_score)
-  if not METHODS[name].regularized:
-    return best
-  for bar in (target, _score(best)):
-    if bar is not None:
-      chosen = within(points, name, bar, CALIBRATION_TOLERANCE)
-      if chosen is not None:
-        return chosen
-  return best
-
-
-def _full(points: list[dict[str, Any]], view: dict[str, Any] | None) -> Any:
-  """The full point (with its test accuracy) behind a chosen validation view."""
-  if view is None:
-    return None
-  key = (view["optimizer"], view["reg_strength"], view["learning_rate"])
-  return next(
-    p for p in points if (p["optimizer"], p["reg_strength"], p["learning_rate"]) == key
-  )
-
-
-def summarize(runs: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
-  """Fronts, dense references, the table and the calibrated points of one task.
-
-  Args:
-    runs: one record per (optimizer, λ, η, seed) with ``val_accuracy``,
-      ``group_sparsity``, ``prox_group_sparsity`` and ``test_accuracy``.
-    names: the optimizers, in table order.
-
-  Returns:
-    ``{"points", "best_dense", "dense", "fronts", "table", "calibrated"}``;
-    the chosen points carry their test accuracy, looked up after choosing.
-  """
-  points = _aggregate(runs)
-  reference = best_dense(points)
-  target = None if reference is None else reference["val_accuracy"]["mean"]
-  dense, fronts, table, calibrated = {}, {}, {}, {}
-  for name in names:
-    if METHODS[name].regularized:
-      fronts[name] = [_full(points, p) for p in front(points, name)]
-      if target is not None:
-        table[name] = {
-          f"{100 * tol:g}": _full(points, within(points, name, target, tol))
-          for tol in TOLERANCES
-        }
-    else:
-      dense[name] = _full(points, calibrated_point(points, name, None))
-    calibrated[name] = _full(points, calibrated_point(points, name, target))
-  return {
-    "points": points,
-    "best_dense": _full(points, reference),
-    "dense": dense,
-    "fronts": fronts,
-    "table": table,
-    "calibrated": calibrated,
-  }
-
-
 def sweep(
   task: Task,
   data: Dataset,
@@ -329,7 +150,7 @@ def sweep(
   decay: float,
   solver: Any,
   val_fraction: float = VAL_FRACTION,
-  bar: Any = None,
+  progress: Progress | None = None,
   on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
   """Trains every grid point of every method over `seeds`; one record per run.
@@ -347,7 +168,7 @@ def sweep(
     decay: γ at each stage boundary.
     solver: the subproblem solver of RAMDA and ProxGen.
     val_fraction: the share of the training examples held out for selection.
-    bar: a tqdm bar advanced once per run (None: none).
+    progress: the job's bar, advanced once per run (None: none).
     on_run: called with each record as it completes.
 
   Returns:
@@ -383,11 +204,9 @@ def sweep(
       for lr in lrs:
         trainer.set_hyperparameters(learning_rate=lr, reg_strength=reg)
         for seed in range(seeds):
-          if bar is not None:
-            bar.set_postfix_str(f"{task.name}/{name} λ={reg:g} η={lr:g} seed {seed}")
-          result = trainer.run(
-            seed, epochs, progress=False, every_epoch=False, prune=False
-          )
+          if progress is not None:
+            progress.start(f"{task.name}/{name} λ={reg:g} η={lr:g} seed {seed}")
+          result = trainer.run(seed, epochs, every_epoch=False, prune=False)
           record = {
             "task": task.name,
             "optimizer": name,
@@ -404,136 +223,91 @@ def sweep(
           records.append(record)
           if on_run is not None:
             on_run(record)
-          if bar is not None:
-            bar.update()
+          if progress is not None:
+            progress.done()
   return records
 
 
-def progress_bar(total: int, disable: bool) -> Any:
-  """The one bar over a whole sweep (on stderr)."""
-  return tqdm(total=total, desc="sweep", unit="run", disable=disable)
-
-
-def _pct(stat: dict[str, Any] | None) -> str:
-  if stat is None or not math.isfinite(stat["mean"]):
-    return "-"
-  return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
-
-
-def table(title: str, summary: dict[str, Any]) -> str:
-  """The Markdown table of one task's sweep: per tolerance and method, the
-  sparsest point within it, with λ, η, validation and test accuracy."""
-  reference = summary["best_dense"]
-  lines = [f"**{title}: λ × η sweep**", ""]
-  if reference is None:
-    lines.append("(no dense reference in the sweep: no tolerance table)")
-  else:
-    label = METHODS[reference["optimizer"]].label
-    lines.append(
-      f"Best dense reference: {label} at η = {reference['learning_rate']:g}, "
-      f"validation accuracy {_pct(reference['val_accuracy'])} % "
-      f"(test {_pct(reference['test_accuracy'])} %)."
-    )
-    lines += [
-      "",
-      "| method | within | λ | η | group sparsity (%) | val. accuracy (%) "
-      "| test accuracy (%) |",
-      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, by_tolerance in summary["table"].items():
-      for tolerance, point in by_tolerance.items():
-        label = METHODS[name].label
-        if point is None:
-          best = max(
-            (p for p in summary["points"] if p["optimizer"] == name),
-            key=lambda p: p["val_accuracy"]["mean"],
-          )
-          lines.append(
-            f"| {label} | {tolerance} pt | none | | (most accurate point: λ = "
-            f"{best['reg_strength']:g}, η = {best['learning_rate']:g}, "
-            f"{_pct(best['group_sparsity'])}) | {_pct(best['val_accuracy'])} "
-            f"| {_pct(best['test_accuracy'])} |"
-          )
-          continue
-        lines.append(
-          f"| {label} | {tolerance} pt | {point['reg_strength']:g} "
-          f"| {point['learning_rate']:g} | {_pct(point['group_sparsity'])} "
-          f"| {_pct(point['val_accuracy'])} | {_pct(point['test_accuracy'])} |"
-        )
-  return "\n".join(lines)
-
-
-def calibrated_lines(task: str, summary: dict[str, Any]) -> list[str]:
-  """The calibrated points as entries of ``_optimizers.CALIBRATED``."""
-  lines = []
-  for name, point in summary["calibrated"].items():
-    reg = point["reg_strength"] if METHODS[name].regularized else 0.0
-    lines.append(
-      f"  # paper η {METHODS[name].learning_rate:g}; validation accuracy "
-      f"{100 * point['val_accuracy']['mean']:.2f} %, group sparsity "
-      f"{100 * point['group_sparsity']['mean']:.2f} %"
-    )
-    lines.append(f'  ("{task}", "{name}"): ({reg:g}, {point["learning_rate"]:g}),')
-  return lines
-
-
-def plot(summaries: dict[str, dict[str, Any]], path: str) -> None:
-  """Saves the fronts: per task, validation accuracy against group sparsity.
+def run_sweep(
+  args: argparse.Namespace, plans: Sequence[Any], grids: dict[str, Any], is_main: bool
+) -> tuple[list[dict[str, Any]], str, dict[str, Any], list[dict[str, Any]]]:
+  """The ``--sweep`` job: every grid point of every plan (task).
 
   Args:
-    summaries: ``{task title: summarize(...)}``.
-    path: the PNG file to write.
+    args: the parsed flags (``seeds``, ``stages``, ``decay``, ``solver``,
+      ``val_fraction``, ``quiet``).
+    plans: the tasks with their data and budget
+      (:class:`~optax_ramda.experiments._compare.Plan`).
+    grids: per optimizer, its (λ grid or None for the default, η grid).
+    is_main: whether this is process 0 (draws the bar).
 
-  One line per regularized method through its front in λ order (mean over seeds, with a
-  ± one std band of accuracy and horizontal error bars of sparsity), every
-  other (λ, η) point of the method as a faint dot; the dense references as
-  horizontal dashed lines, and the best one's −0.5 and −1 point levels dotted.
+  Returns:
+    The per-task summaries, the Markdown text (tables and calibrated points),
+    the fronts per title (for :func:`~._sweep_report.plot`) and the
+    ``sweep`` entries of ``results.json``.
   """
-  from matplotlib.figure import Figure
 
-  titles = list(summaries)
-  fig = Figure(figsize=(5.2 * len(titles), 4.4), layout="constrained")
-  axes = fig.subplots(1, len(titles), squeeze=False)[0]
-  colors = {name: f"C{i}" for i, name in enumerate(METHODS)}
-  for ax, title in zip(axes, titles, strict=True):
-    summary = summaries[title]
-    tops = []
-    for p in summary["points"]:
-      if METHODS[p["optimizer"]].regularized:
-        ax.plot(
-          100 * p["group_sparsity"]["mean"], 100 * p["val_accuracy"]["mean"],
-          ".", color=colors[p["optimizer"]], alpha=0.3, ms=4,
-        )  # fmt: skip
-    for name, points in summary["fronts"].items():
-      order = points  # In λ order: the path the method takes as λ grows.
-      x = np.array([100 * p["group_sparsity"]["mean"] for p in order])
-      xerr = np.array([100 * p["group_sparsity"]["std"] for p in order])
-      y = np.array([100 * p["val_accuracy"]["mean"] for p in order])
-      yerr = np.array([100 * p["val_accuracy"]["std"] for p in order])
-      tops.append(np.max(y + yerr))
-      color = colors[name]
-      ax.errorbar(
-        x, y, xerr=xerr, fmt="o-", ms=3.5, lw=1.4, capsize=2, color=color,
-        label=METHODS[name].label,
-      )  # fmt: skip
-      ax.fill_between(x, y - yerr, y + yerr, color=color, alpha=0.15)
-    for name, point in summary["dense"].items():
-      value = 100 * point["val_accuracy"]["mean"]
-      tops.append(value)
-      ax.axhline(
-        value, color=colors[name], ls="--", lw=1.1,
-        label=f"{METHODS[name].label} (dense)",
-      )  # fmt: skip
-    reference = summary["best_dense"]
-    if reference is not None:
-      best = 100 * reference["val_accuracy"]["mean"]
-      for drop in (0.5, 1.0):
-        ax.axhline(best - drop, color="0.4", ls=":", lw=0.9)
-      ax.set_ylim(max(0.0, best - 12), min(100.5, max(tops) + 1.5))
-    ax.set(title=title, xlabel="group sparsity (%)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_xlim(-3, 103)
-    ax.grid(alpha=0.3)
-  handles, labels = axes[0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="outside lower center", ncol=8, fontsize=8)
-  fig.savefig(path, dpi=110)
+  def regs(task: str, name: str) -> tuple[float, ...]:
+    if not METHODS[name].regularized:
+      return ()
+    return grids[name][0] or reg_grid(task, name)
+
+  total = sum(
+    args.seeds * len(lrs) * max(len(regs(p.task.name, n)), 1)
+    for n, (_, lrs) in grids.items()
+    for p in plans
+  )
+  progress = Progress(total, disable=args.quiet or not is_main)
+  summaries, sweeps, texts, fronts = [], [], [], {}
+  for plan in plans:
+    task = plan.task
+    title = f"{task.name} on {plan.data.name}"
+    runs = sweep(
+      task,
+      plan.data,
+      grids,
+      seeds=args.seeds,
+      epochs=plan.epochs,
+      batch_size=plan.batch_size,
+      stages=args.stages,
+      decay=args.decay,
+      solver=args.solver,
+      val_fraction=args.val_fraction,
+      progress=progress,
+    )
+    result = _selection.summarize(runs, list(grids))
+    fronts[title] = result
+    texts.append(_sweep_report.table(title, result))
+    texts.append(
+      "Calibrated points (`_optimizers.CALIBRATED`, λ, η):\n\n```python\n"
+      + "\n".join(_sweep_report.calibrated_lines(task.name, result))
+      + "\n```"
+    )
+    methods = {}
+    for name, point in result["calibrated"].items():
+      methods[METHODS[name].label] = {
+        "accuracy": point["test_accuracy"],
+        "val_accuracy": point["val_accuracy"],
+        "group_sparsity": point["group_sparsity"],
+        "prox_group_sparsity": point["prox_group_sparsity"],
+      }
+    summaries.append({"task": task.name, "title": title, "methods": methods})
+    sweeps.append(
+      {
+        "task": task.name,
+        "title": title,
+        "epochs": plan.epochs,
+        "batch_size": plan.batch_size,
+        "grids": {
+          n: {
+            "reg_strength": list(regs(task.name, n)),
+            "learning_rate": list(lrs),
+          }
+          for n, (_, lrs) in grids.items()
+        },
+        **result,
+        "runs": runs,
+      }
+    )
+  progress.close()
+  return summaries, "\n\n".join(texts), fronts, sweeps

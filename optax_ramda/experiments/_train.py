@@ -1,4 +1,4 @@
-"""One training run: a task's model, one optimizer, one seed, per-epoch records.
+"""The one trainer: any task, any optimizer, any regularizer; one seed a run.
 
 The train step is pure JAX on the model's parameter dict (``nnx.split`` once,
 ``nnx.merge`` inside the traced loss), jitted and compiled once per (task,
@@ -20,6 +20,13 @@ The learning rate η and the regularization strength λ enter the compiled step
 as arguments, not constants: :meth:`Trainer.set_hyperparameters` changes them
 without recompiling, which is what makes a λ × η sweep cheap.
 
+What a run records comes from its three settings: every run records
+:data:`~._task.METRICS` (accuracy, group sparsity of the weights and of Ŵ);
+the task adds its own metrics (the lm task's validation perplexity, and its
+test perplexity at the end) and the regularizer its own (the nuclear norm's
+low-rank level); the export that counts the parameters after pruning is the
+regularizer's (the task's structured export, or the low-rank one).
+
 Stability of the structure: after every epoch the zero/nonzero state of each
 group (of the weights and of Ŵ) is compared with the previous epoch's;
 ``group_flips`` counts the groups that switched, and ``final_stage_flips``
@@ -40,22 +47,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm import tqdm  # Text bars everywhere; tqdm.auto warns without ipywidgets.
 
 import optax_ramda as oxr
 from optax_ramda.experiments._data import Dataset
 from optax_ramda.experiments._optimizers import Method, Settings
-from optax_ramda.experiments._tasks import Task
+from optax_ramda.experiments._regularizers import REGULARIZERS
+from optax_ramda.experiments._task import METRICS, Task, Test
 
-# Per-epoch records, in this order in the JSON history.
-METRICS = (
-  "train_loss",
-  "accuracy",
-  "group_sparsity",
-  "unstructured_sparsity",
-  "prox_accuracy",
-  "prox_group_sparsity",
-)
 # Per-epoch counts of groups switching zero <-> nonzero since the previous
 # epoch (0 at the initialization), of the weights and of Ŵ.
 FLIPS = ("group_flips", "prox_group_flips")
@@ -92,12 +90,54 @@ def zero_groups(params: Any, specs: Any) -> jax.Array:
   return jnp.concatenate(flags)
 
 
+def switches(previous: np.ndarray | None, current: np.ndarray) -> int:
+  """How many groups switched between zero and nonzero, in either direction.
+
+  Args:
+    previous: the previous evaluation's flags (:func:`zero_groups`), or None
+      at the initialization (nothing switched).
+    current: this evaluation's flags.
+
+  Examples:
+    >>> import numpy as np
+    >>> from optax_ramda.experiments._train import switches
+    >>> switches(np.array([True, False, False]), np.array([False, True, False]))
+    2
+  """
+  if previous is None:
+    return 0
+  return int(np.sum(previous != current))
+
+
+def final_stage_switches(
+  per_epoch: list[float], milestones: tuple[int, ...], steps_per_epoch: int
+) -> float:
+  """The switches summed over the transitions out of final-stage epochs.
+
+  Entry ``e`` of `per_epoch` counts the switches from the evaluation after
+  epoch ``e - 1`` (0: the initialization) to the one after epoch ``e``. The
+  transitions counted are those from an epoch that ended in the final stage
+  (at or after the last milestone step) to the next epoch.
+
+  Examples:
+    >>> from optax_ramda.experiments._train import final_stage_switches
+    >>> # 10 steps an epoch, the final stage from step 20: epochs 2, 3, 4 end
+    >>> # in it, so the transitions into epochs 3 and 4 count.
+    >>> final_stage_switches([0, 5, 4, 3, 1], (10, 20), 10)
+    4.0
+  """
+  last = milestones[-1] if milestones else 0
+  first = -(-last // steps_per_epoch)  # The first epoch that ends in the final stage.
+  return float(np.sum(per_epoch[first + 1 :]))
+
+
 @dataclasses.dataclass
 class RunResult:
   """What one run produced.
 
   Attributes:
-    history: per-epoch lists of :data:`METRICS` and :data:`FLIPS`, index 0
+    history: per-epoch lists of :data:`METRICS`, :data:`FLIPS` and the
+      task's and regularizer's own metrics, index 0
       being the initialization (``train_loss`` is then NaN). ``prox_*``
       entries are Ŵ's (:func:`optax_ramda.prox_iterate`) for the
       dual-averaging methods and the weights' own for the others. Without
@@ -106,7 +146,9 @@ class RunResult:
       ``time_per_step_ms`` (of the median epoch, compilation excluded), and
       ``final_stage_flips`` / ``prox_final_stage_flips``: the group switches
       summed over the epochs whose start lies in the final stage (NaN without
-      per-epoch evaluation).
+      per-epoch evaluation); then the task's and the regularizer's own
+      metrics, the task's numbers on its test split (``perplexity``), and
+      ``flops`` / ``flops_after_export`` where the export counts them.
     params: the trained parameters (a pure dict of host arrays).
     prox: Ŵ for the dual-averaging methods, else None.
     epoch_seconds: the wall time of each epoch's training steps.
@@ -119,17 +161,13 @@ class RunResult:
   epoch_seconds: list[float]
 
 
-def to_pure_dict(tree: Any) -> Any:
-  """An ``nnx.State`` as a plain nested dict; other trees unchanged."""
-  return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
-
-
 class Trainer:
   """The compiled functions of one (task, data, optimizer, settings) setup.
 
   Args:
-    task: the model family.
-    data: the data set, already in the task's layout.
+    task: the task (:class:`~optax_ramda.experiments._task.Task`).
+    data: the data set, already in the task's layout; its test split is what
+      every epoch is evaluated on.
     method: the optimizer.
     settings: its hyperparameters.
     batch_size: the global minibatch size, a multiple of the device count; an
@@ -137,9 +175,15 @@ class Trainer:
       (the remainder is skipped that epoch).
     devices: the devices of the data-parallel mesh (default: ``jax.devices()``,
       all devices of all processes).
+    regularizer: ``"group_lasso"`` (the paper's input groups) or
+      ``"nuclear"`` (low rank; matrix kernels only).
+    test: a split evaluated once after training (the lm task's test windows,
+      ``data``'s test split being its validation split), or None.
 
   Raises:
-    ValueError: if `batch_size` is not a multiple of the number of devices.
+    ValueError: if `batch_size` is not a multiple of the number of devices,
+      for an unknown `regularizer`, or for ``"nuclear"`` on a model whose
+      kernels are not all matrices.
   """
 
   def __init__(
@@ -150,7 +194,14 @@ class Trainer:
     settings: Settings,
     batch_size: int,
     devices: Sequence[jax.Device] | None = None,
+    *,
+    regularizer: str = "group_lasso",
+    test: Test = None,
   ):
+    if regularizer not in REGULARIZERS:
+      raise ValueError(
+        f"regularizer must be one of {tuple(REGULARIZERS)}, got {regularizer!r}."
+      )
     devices = jax.devices() if devices is None else list(devices)
     if batch_size % len(devices):
       raise ValueError(
@@ -158,6 +209,8 @@ class Trainer:
         "it is split over."
       )
     self.task, self.data, self.method, self.settings = task, data, method, settings
+    self.regularizer = regularizer
+    self._penalty = REGULARIZERS[regularizer]
     self.batch_size = batch_size
     self.steps_per_epoch = len(data.y_train) // batch_size
     self.mesh = Mesh(np.asarray(devices), ("data",))
@@ -174,13 +227,19 @@ class Trainer:
     self._wait_on_previous_step = len(devices) > 1
     model = task.model(data, seed=0)
     self.graphdef, _ = nnx.split(model)
-    self.specs = to_pure_dict(oxr.input_channel_groups(model))
+    self.specs = self._penalty.specs(task, model)
+    # The task's and the regularizer's own per-epoch records, after METRICS.
+    self.extra_metrics = task.metric_names() + self._penalty.metric_names()
     self.tx = method.make(settings, self.specs)
     self._hyper = self._hyperparameters(settings)
     self.x_train = self._replicate(data.x_train)
     self.y_train = self._replicate(data.y_train)
     self.x_test = self._replicate(data.x_test)
     self.y_test = self._replicate(data.y_test)
+    self._test: Test = (
+      None if test is None else (self._replicate(test[0]), self._replicate(test[1]))
+    )
+    self.export_report: Any = None
     # Donation lets XLA update params and state in place; the outputs keep the
     # inputs' replicated layout, so each step feeds the next.
     self._step = jax.jit(
@@ -239,8 +298,7 @@ class Trainer:
     return nnx.merge(self.graphdef, params)(x)
 
   def _loss(self, params, x, y):
-    logits = self.logits(params, x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return self.task.loss(self.logits(params, x), y)
 
   def _step_fn(self, params, opt_state, x, y, idx, hyper):
     loss, grads = jax.value_and_grad(self._loss)(params, x[idx], y[idx])
@@ -262,8 +320,8 @@ class Trainer:
       prox_accuracy, prox_group, _ = metrics(prox)
       prox_zeros = zero_groups(prox, self.specs)
     else:
-      prox_accuracy, prox_group, prox_zeros = accuracy, group, zeros
-    return {
+      prox, prox_accuracy, prox_group, prox_zeros = None, accuracy, group, zeros
+    values = {
       "accuracy": accuracy,
       "group_sparsity": group,
       "unstructured_sparsity": entry,
@@ -272,10 +330,14 @@ class Trainer:
       "zeros": zeros,
       "prox_zeros": prox_zeros,
     }
+    values.update(self.task.evaluate(self.logits, params, prox, x_test, y_test))
+    structured = params if prox is None else prox
+    values.update(self._penalty.evaluate(params, structured, self.specs))
+    return values
 
   def init(self, seed: int) -> tuple[Any, Any]:
     """Parameters (seeded initialization) and optimizer state."""
-    params = to_pure_dict(nnx.state(self.task.model(self.data, seed)))
+    params = nnx.to_pure_dict(nnx.state(self.task.model(self.data, seed)))
     params = jax.tree.map(self._replicate, params)
     return params, self._init_state(params)
 
@@ -295,8 +357,6 @@ class Trainer:
     seed: int,
     epochs: int,
     *,
-    progress: bool = True,
-    desc: str = "",
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     every_epoch: bool = True,
     prune: bool = True,
@@ -306,9 +366,8 @@ class Trainer:
     Args:
       seed: seeds the initialization and the minibatch order.
       epochs: the number of passes.
-      progress: show a tqdm bar (on stderr).
-      desc: the bar's label.
-      on_epoch: called with (epoch, metrics) after each evaluated epoch.
+      on_epoch: called with (epoch, metrics) after each epoch (with only
+        ``train_loss`` where the epoch is not evaluated).
       every_epoch: evaluate after every epoch (False: only after the last,
         which is faster; a sweep needs no curves).
       prune: count the exported network's parameters (False: NaN).
@@ -316,13 +375,16 @@ class Trainer:
     Returns:
       A :class:`RunResult`.
     """
+    with self._penalty.context():
+      return self._run(seed, epochs, on_epoch, every_epoch, prune)
+
+  def _run(self, seed, epochs, on_epoch, every_epoch, prune) -> RunResult:
     params, opt_state = self.init(seed)
     self.compile(params, opt_state)
     rng = np.random.default_rng(seed)
     n = len(self.data.y_train)
-    history: dict[str, list[float]] = {k: [] for k in METRICS}
-
-    history.update({k: [] for k in FLIPS})
+    recorded = (*METRICS, *FLIPS, *self.extra_metrics)
+    history: dict[str, list[float]] = {k: [] for k in recorded}
     masks: dict[str, np.ndarray] = {}
 
     def record(loss: float, params: Any, opt_state: Any) -> dict[str, float]:
@@ -332,17 +394,16 @@ class Trainer:
       )
       for flips, zeros in zip(FLIPS, ("zeros", "prox_zeros"), strict=True):
         mask = np.asarray(metrics.pop(zeros))
-        values[flips] = float(np.sum(mask != masks.get(zeros, mask)))
+        values[flips] = float(switches(masks.get(zeros), mask))
         masks[zeros] = mask
       values.update({k: float(v) for k, v in metrics.items()})
-      for k in (*METRICS, *FLIPS):
+      for k in recorded:
         history[k].append(values[k])
       return values
 
     record(float("nan"), params, opt_state)
     epoch_seconds = []
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=True)
-    for epoch in bar:
+    for epoch in range(1, epochs + 1):
       order = rng.permutation(n).astype(np.int32)
       batches = order[: self.steps_per_epoch * self.batch_size].reshape(
         self.steps_per_epoch, self.batch_size
@@ -363,18 +424,13 @@ class Trainer:
           losses[-2].block_until_ready()
       loss = float(jnp.mean(jnp.stack(losses)))  # Waits for the epoch to finish.
       epoch_seconds.append(time.perf_counter() - start)
-      if not (every_epoch or epoch == epochs):
-        bar.set_postfix(loss=f"{loss:.3f}")
-        continue
-      values = record(loss, params, opt_state)
-      bar.set_postfix(
-        loss=f"{loss:.3f}",
-        acc=f"{values['accuracy']:.3f}",
-        sparsity=f"{values['group_sparsity']:.3f}",
+      values = (
+        record(loss, params, opt_state)
+        if every_epoch or epoch == epochs
+        else {"train_loss": loss}
       )
       if on_epoch is not None:
         on_epoch(epoch, values)
-    bar.close()
 
     # Replicated arrays: every process reads its own full copy.
     host_params = jax.tree.map(np.asarray, params)
@@ -384,30 +440,42 @@ class Trainer:
       else None
     )
     final = {k: history[k][-1] for k in METRICS}
-    # Transitions from an epoch that ended in the final stage to the next.
-    last = self.settings.milestones[-1] if self.settings.milestones else 0
-    first = -(-last // self.steps_per_epoch)  # The first such epoch.
     for flips in FLIPS:
-      counts = history[flips][first + 1 :] if every_epoch else [float("nan")]
-      final[flips.replace("group", "final_stage")] = float(np.sum(counts))
+      final[flips.replace("group", "final_stage")] = (
+        final_stage_switches(
+          history[flips], self.settings.milestones, self.steps_per_epoch
+        )
+        if every_epoch
+        else float("nan")
+      )
     final["params"] = float(sum(np.size(x) for x in jax.tree.leaves(host_params)))
     finite = all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_params))
     # A diverged run has no function to preserve: nothing to export.
+    self.export_report = None
     pruned = self.pruned_params(host_params) if finite and prune else float("nan")
     final["params_after_pruning"] = float(pruned)
     # The median epoch: robust to other processes briefly taking the CPU.
     final["time_per_step_ms"] = 1e3 * np.median(epoch_seconds) / self.steps_per_epoch
+    final.update({k: history[k][-1] for k in self.extra_metrics})
+    if self._test is not None:
+      final.update(self.task.final(self.logits, host_params, self._test))
+    if self.export_report is not None:
+      final["flops"] = float(self.export_report.flops_before)
+      final["flops_after_export"] = float(self.export_report.flops_after)
     return RunResult(history, final, host_params, prox, epoch_seconds)
 
   def pruned_params(self, params: Any) -> int:
-    """Parameter count of the network exported by structured pruning.
+    """Parameter count of the network its regularizer's export gives.
 
-    Zero input groups of each layer are removed along with the matching
-    output channels of the layer feeding it, and zero input features of the
-    first layer (:func:`optax_ramda.prune_input_channels`).
+    Under the group lasso, the task's structured export (for a classifier,
+    :func:`optax_ramda.prune_input_channels`: zero input groups of each layer
+    are removed along with the matching output channels of the layer feeding
+    it, and zero input features of the first layer); under the nuclear norm,
+    the low-rank export. Its report (FLOPs, per-layer detail), if any, is kept
+    as :attr:`export_report`.
     """
     model = nnx.merge(self.graphdef, params)
-    _, report = oxr.prune_input_channels(
-      model, self.data.x_test[: min(256, len(self.data.x_test))], prune_inputs=True
+    count, self.export_report = self._penalty.export(
+      self.task, model, self.specs, self.data
     )
-    return report.params_after
+    return count

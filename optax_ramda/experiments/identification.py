@@ -49,16 +49,13 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
-import optax_ramda as oxr
 from optax_ramda.experiments import _optimizers
 from optax_ramda.experiments._convex import (
   Optimum,
@@ -78,9 +75,25 @@ from optax_ramda.experiments._convex import (
   solve_optimum,
   zero_groups,
 )
+from optax_ramda.experiments._identification_report import (
+  _fmt_epoch,
+  markdown_table,
+  plot,
+  summarize,
+)
+from optax_ramda.experiments._identification_runs import (
+  Trace,
+  identification_epoch,
+  initial_params,
+  jax_loss,
+  minibatches,
+  run,
+  support_errors,
+)
 
-# The problems are defined in _convex; they are re-exported here, the
-# experiment's one public entry point.
+# The problems (_convex), the runs (_identification_runs) and the report
+# (_identification_report) are re-exported here, the experiment's one public
+# entry point.
 __all__ = [
   "EPOCHS",
   "LR_FACTORS",
@@ -127,202 +140,6 @@ EPOCHS = 300
 SMALL_EPOCHS = 60
 #: Stages of the paper's schedule: milestones split training into equal parts.
 STAGES = 3
-
-
-# --------------------------------------------------------------------------
-# Stochastic runs, in JAX.
-
-
-def jax_loss(problem: Problem) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
-  """The minibatch loss ``(params, x, y) -> f`` in JAX (the mean over the batch)."""
-  if problem.has_bias:
-
-    def loss(params, xb, yb):
-      logits = xb @ params["w"] + params["b"]
-      return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-
-  else:
-
-    def loss(params, xb, yb):
-      return 0.5 * jnp.mean(jnp.sum(jnp.square(xb @ params["w"] - yb), axis=-1))
-
-  return loss
-
-
-def initial_params(problem: Problem, seed: int = 0, scale: float = 0.1) -> Params:
-  """The common start: W ~ scale·N(0, 1) (every group nonzero), b = 0."""
-  rng = np.random.default_rng(seed)
-  params = {"w": scale * rng.standard_normal((problem.num_groups, problem.num_outputs))}
-  if problem.has_bias:
-    params["b"] = np.zeros(problem.num_outputs)
-  return params
-
-
-def minibatches(n: int, batch_size: int, epochs: int, seed: int = 0) -> np.ndarray:
-  """(epochs, steps, batch_size) sample indices: one reshuffle per epoch.
-
-  The last incomplete batch of each epoch is dropped so every step has the
-  same shape (one compilation).
-  """
-  rng = np.random.default_rng(seed)
-  steps = n // batch_size
-  return np.stack(
-    [
-      rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size)
-      for _ in range(epochs)
-    ]
-  )
-
-
-@dataclasses.dataclass(frozen=True)
-class Trace:
-  """Per-epoch record of one run; index 0 is the start, index e after epoch e.
-
-  Attributes:
-    weight_zeros: (epochs + 1, groups) zero-group patterns of the model weights.
-    prox_zeros: the same for Ŵ, or None if the optimizer has no Ŵ.
-    objective: (epochs + 1,) F of the model weights, float64 on the full data.
-    prox_objective: F(Ŵ) per epoch, or None.
-    final_params: the model weights after the last epoch.
-    seconds: wall time of the run, compilation included.
-  """
-
-  weight_zeros: np.ndarray
-  prox_zeros: np.ndarray | None
-  objective: np.ndarray
-  prox_objective: np.ndarray | None
-  final_params: Params
-  seconds: float
-
-
-def _prox_of(state: Any) -> Any | None:
-  try:
-    return oxr.prox_iterate(state)
-  except ValueError:  # The optimizer keeps no Ŵ; its iterate is a prox output.
-    return None
-
-
-def run(
-  problem: Problem,
-  tx: optax.GradientTransformation,
-  init: Params,
-  batches: np.ndarray,
-) -> Trace:
-  """Trains from `init` on `batches`, recording the support after each epoch.
-
-  Call under ``jax.enable_x64(True)`` for float64 runs: parameters take the
-  default float dtype. Each epoch is one jitted ``lax.scan`` over its steps;
-  the host reads the weights (and Ŵ) once per epoch.
-
-  Args:
-    problem: the problem (data and loss).
-    tx: the optimizer; Ŵ is recorded when :func:`prox_iterate` finds one in
-      its state.
-    init: the starting params.
-    batches: (epochs, steps, batch_size) sample indices, see :func:`minibatches`.
-
-  Returns:
-    The :class:`Trace`.
-
-  Examples:
-    >>> import optax_ramda as oxr
-    >>> from optax_ramda.experiments import identification as ident
-    >>> problem = ident.planted_problem(n=40, p=4, k=2, s=2, seed=0)
-    >>> tx = oxr.ramda(1e-2, reg_strength=problem.reg_strength,
-    ...                regularizer=problem.specs())
-    >>> trace = ident.run(problem, tx, ident.initial_params(problem),
-    ...                   ident.minibatches(40, 10, epochs=3))
-    >>> trace.weight_zeros.shape, trace.prox_zeros.shape  # start + 3 epochs
-    ((4, 4), (4, 4))
-  """
-  start = time.perf_counter()
-  loss = jax_loss(problem)
-  x = jnp.asarray(problem.x, float)
-  y = jnp.asarray(problem.y) if problem.has_bias else jnp.asarray(problem.y, float)
-  params = {k: jnp.asarray(v, float) for k, v in init.items()}
-  state = tx.init(params)
-  has_prox = _prox_of(state) is not None
-
-  @jax.jit
-  def epoch(params, state, idx):
-    def step(carry, i):
-      params, state = carry
-      grads = jax.grad(loss)(params, x[i], y[i])
-      updates, state = tx.update(grads, state, params)
-      return (optax.apply_updates(params, updates), state), None
-
-    return lax.scan(step, (params, state), idx)[0]
-
-  weights, proxes = [init], [init] if has_prox else []
-  for idx in batches:
-    params, state = epoch(params, state, jnp.asarray(idx))
-    weights.append(jax.device_get(params))
-    if has_prox:
-      proxes.append(jax.device_get(_prox_of(state)))
-  seconds = time.perf_counter() - start
-
-  def record(points):
-    zeros = np.stack([zero_groups(p["w"]) for p in points])
-    return zeros, np.array([objective(problem, p) for p in points])
-
-  with single_threaded_blas():
-    weight_zeros, values = record(weights)
-    prox_zeros, prox_values = record(proxes) if has_prox else (None, None)
-  return Trace(
-    weight_zeros=weight_zeros,
-    prox_zeros=prox_zeros,
-    objective=values,
-    prox_objective=prox_values,
-    final_params={k: np.asarray(v) for k, v in weights[-1].items()},
-    seconds=seconds,
-  )
-
-
-def support_errors(
-  zeros: np.ndarray, optimal: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-  """(false zeros, false nonzeros) of zero patterns `zeros` (..., groups).
-
-  Examples:
-    >>> import numpy as np
-    >>> from optax_ramda.experiments import identification as ident
-    >>> fz, fnz = ident.support_errors(np.array([True, True, False]),
-    ...                                np.array([True, False, True]))
-    >>> int(fz), int(fnz)
-    (1, 1)
-  """
-  false_zeros = np.sum(zeros & ~optimal, axis=-1)
-  false_nonzeros = np.sum(~zeros & optimal, axis=-1)
-  return false_zeros, false_nonzeros
-
-
-def identification_epoch(zeros: np.ndarray, optimal: np.ndarray) -> int | None:
-  """The first epoch from which every recorded pattern equals `optimal`.
-
-  Args:
-    zeros: (epochs + 1, groups) patterns, row e recorded after epoch e.
-    optimal: (groups,) the optimal pattern.
-
-  Returns:
-    The epoch e such that rows e, e + 1, ..., last all equal `optimal` and row
-    e − 1 does not, or None ("never") when the last row differs.
-
-  Examples:
-    >>> import numpy as np
-    >>> from optax_ramda.experiments import identification as ident
-    >>> opt = np.array([True, False])
-    >>> rows = np.array([[False, False], [True, False], [False, False],
-    ...                  [True, False], [True, False]])
-    >>> ident.identification_epoch(rows, opt)
-    3
-    >>> ident.identification_epoch(rows[:3], opt) is None
-    True
-  """
-  matches = np.all(zeros == optimal, axis=-1)
-  if not matches[-1]:
-    return None
-  mismatches = np.flatnonzero(~matches)
-  return int(mismatches[-1] + 1) if mismatches.size else 0
 
 
 # --------------------------------------------------------------------------
@@ -535,127 +352,6 @@ def run_problem(
     },
     "optimizers": results,
   }
-
-
-def summarize(trace: Trace, opt: Optimum, config: dict[str, Any]) -> dict[str, Any]:
-  """The JSON record of one run against the optimum."""
-  fz, fnz = support_errors(trace.weight_zeros, opt.zeros)
-  out: dict[str, Any] = {
-    "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
-    "seconds": trace.seconds,
-    "identified_weights": identification_epoch(trace.weight_zeros, opt.zeros),
-    "false_zeros": int(fz[-1]),
-    "false_nonzeros": int(fnz[-1]),
-    "objective_gap": float(trace.objective[-1] - opt.objective),
-    "zero_groups": int(trace.weight_zeros[-1].sum()),
-    "per_epoch": {
-      "false_zeros": fz.tolist(),
-      "false_nonzeros": fnz.tolist(),
-      "objective_gap": (trace.objective - opt.objective).tolist(),
-    },
-    "identified_prox": None,
-  }
-  if trace.prox_zeros is not None and trace.prox_objective is not None:
-    pfz, pfnz = support_errors(trace.prox_zeros, opt.zeros)
-    out["identified_prox"] = identification_epoch(trace.prox_zeros, opt.zeros)
-    out["prox_false_zeros"] = int(pfz[-1])
-    out["prox_false_nonzeros"] = int(pfnz[-1])
-    out["prox_objective_gap"] = float(trace.prox_objective[-1] - opt.objective)
-    out["per_epoch"]["prox_false_zeros"] = pfz.tolist()
-    out["per_epoch"]["prox_false_nonzeros"] = pfnz.tolist()
-  return out
-
-
-def _fmt_epoch(epoch: int | None) -> str:
-  return "never" if epoch is None else str(epoch)
-
-
-def markdown_table(report: dict[str, Any]) -> str:
-  """One markdown table per problem from :func:`run_problem` records."""
-  lines = []
-  for rec in report["problems"]:
-    prob, opt = rec["problem"], rec["optimum"]
-    lines += [
-      f"**{prob['name']}** ({prob['loss']}, n = {prob['samples']}, "
-      f"{prob['groups']} groups of {prob['group_size']}, "
-      f"λ = {prob['lam_fraction']:g}·λ_max = {prob['reg_strength']:.4g}): "
-      f"W* has {opt['zero_groups']} zero groups, KKT residual "
-      f"{opt['kkt_residual']:.1e}, zero-group margin {opt['zero_margin']:.3f}, "
-      f"smallest nonzero ‖W*_g‖ {opt['min_group_norm']:.3f}"
-      + (
-        ""
-        if opt["planted_support_recovered"] is None
-        else f", planted support recovered: {opt['planted_support_recovered']}"
-      )
-      + f"; {rec['training']['epochs']} epochs of {rec['training']['steps_per_epoch']} steps.",
-      "",
-      "| optimizer | learning rate | support of w identified at epoch "
-      "| support of Ŵ identified at epoch | false zeros | false nonzeros "
-      "| F(w) − F(w*) |",
-      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, r in rec["optimizers"].items():
-      has_prox = "prox_false_zeros" in r
-      prox = _fmt_epoch(r["identified_prox"]) if has_prox else "—"
-      lines.append(
-        f"| {name} | {r['config']['learning_rate']:g} "
-        f"| {_fmt_epoch(r['identified_weights'])} | {prox} | "
-        f"{r['false_zeros']} | {r['false_nonzeros']} | {r['objective_gap']:.2e} |"
-      )
-    lines.append("")
-  return "\n".join(lines)
-
-
-def plot(report: dict[str, Any], path: str) -> None:
-  """Support error (false zeros + false nonzeros) and objective gap vs epochs.
-
-  One column per problem; solid lines are the model weights w, dashed ones Ŵ
-  (:func:`prox_iterate`) where the method has one; dotted verticals mark the
-  milestones.
-  """
-  # Imported here: matplotlib is optional (the experiments extra).
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  recs = report["problems"]
-  fig, axes = plt.subplots(2, len(recs), figsize=(6.5 * len(recs), 7.5), squeeze=False)
-  for col, rec in enumerate(recs):
-    top, bottom = axes[0, col], axes[1, col]
-    methods = list(rec["optimizers"].items())
-    for i, (name, r) in enumerate(methods):
-      style = dict(color=f"C{i}", zorder=2 + len(methods) - i)  # RAMDA on top.
-      per = r["per_epoch"]
-      epochs = np.arange(len(per["false_zeros"]))
-      err = np.add(per["false_zeros"], per["false_nonzeros"])
-      top.plot(epochs, err, lw=1.5, label=f"{name} (w)", **style)
-      if "prox_false_zeros" in per:
-        perr = np.add(per["prox_false_zeros"], per["prox_false_nonzeros"])
-        top.plot(epochs, perr, ls="--", lw=1, label=f"{name} (Ŵ)", **style)
-      gap = np.maximum(np.asarray(per["objective_gap"], float), 1e-16)
-      bottom.semilogy(epochs, gap, lw=1.2, **style)
-    for epoch in rec["training"]["milestone_epochs"]:
-      for ax in (top, bottom):
-        ax.axvline(epoch, color="0.5", ls=":", lw=1)
-    prob, opt = rec["problem"], rec["optimum"]
-    top.set_title(
-      f"{prob['name']}: {opt['zero_groups']} of {prob['groups']} groups zero at W*, "
-      f"margin {opt['zero_margin']:.3f}",
-      fontsize=10,
-    )
-    top.set_ylabel("support error (false zeros + false nonzeros)")
-    top.set_yscale("symlog", linthresh=1)
-    top.set_ylim(bottom=0)
-    bottom.set_ylabel("objective gap F(w) − F(w*)")
-    bottom.set_xlabel("epoch")
-    for ax in (top, bottom):
-      ax.grid(True, alpha=0.3)
-  handles, labels = axes[0, 0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-  fig.tight_layout(rect=(0, 0.04, 1, 1))
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def _jsonable(x: Any) -> Any:

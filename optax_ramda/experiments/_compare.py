@@ -1,0 +1,261 @@
+"""The comparison: every selected optimizer on every task, over seeds.
+
+For each task (a :class:`Plan`: the task, its data, budget and test split)
+and each optimizer, the runner resolves the run's hyperparameters
+(:func:`hyperparameters`: the calibrated point of the task, regularizer and
+optimizer, the paper's protocol, or the flags), trains every seed with the one
+:class:`~optax_ramda.experiments.Trainer` (:func:`train_seeds`: weights to
+``params/``, one record per run), and summarizes the seeds: the task's columns
+as mean ± std, and the curves of the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NamedTuple
+
+from optax_ramda.experiments import _optimizers, _outputs, _paper, _report
+from optax_ramda.experiments._data import Dataset
+from optax_ramda.experiments._optimizers import METHODS
+from optax_ramda.experiments._progress import Progress
+from optax_ramda.experiments._regularizers import REGULARIZERS
+from optax_ramda.experiments._task import Task, Test
+from optax_ramda.experiments._train import RunResult, Trainer
+
+
+class Plan(NamedTuple):
+  """One task of a job, resolved and checked before the first run.
+
+  Attributes:
+    task: the task, configured by the flags.
+    data: its data set (prepared; the test split is what epochs evaluate).
+    test: the split evaluated once after training (lm), or None.
+    epochs: epochs per run.
+    batch_size: the minibatch size.
+    total_steps: the steps of each run.
+    optimizers: the optimizers it runs.
+  """
+
+  task: Task
+  data: Dataset
+  test: Test
+  epochs: int
+  batch_size: int
+  total_steps: int
+  optimizers: tuple[str, ...]
+
+
+def hyperparameters(
+  args: argparse.Namespace, task: Task, name: str, paper: bool
+) -> tuple[float, float | None, str]:
+  """(λ, η or None for the paper's, source) of one method on one task.
+
+  The calibrated point of (task, optimizer) under ``--regularizer`` applies on
+  the data set it was calibrated on (the task's own); ``--reg-strength``
+  replaces its λ (``--lr`` its η, later). Without a calibrated point: the
+  task's λ and the paper's η ("paper-style").
+  """
+  if paper:
+    return _paper.REG_STRENGTH, None, "paper"
+  calibrated = None
+  if args.data is None and args.dataset in (None, task.dataset):
+    calibrated = REGULARIZERS[args.regularizer].calibrated.get((task.name, name))
+  if calibrated is None:
+    reg, lr, source = task.reg_strength, None, "paper-style"
+  else:
+    (reg, lr), source = calibrated, "calibrated"
+  if args.reg_strength is not None:
+    reg, source = args.reg_strength, "flags"
+  return reg, lr, source
+
+
+def train_seeds(
+  trainer: Trainer,
+  epochs: int,
+  args: argparse.Namespace,
+  is_main: bool,
+  runs: list[dict[str, Any]],
+  progress: Progress,
+  **settings: Any,
+) -> list[RunResult]:
+  """Trains `trainer` for each of ``--seeds``; saves params, appends run records.
+
+  Each seed's weights (and Ŵ) go to
+  ``params/<task>-<regularizer>-<optimizer>-seed<k>.npz`` under ``--out`` (by
+  process 0), and its record (settings, per-epoch history, final metrics,
+  timings) to `runs`, the ``runs`` list of ``results.json``.
+
+  Args:
+    trainer: a :class:`Trainer` of one (task, method, settings).
+    epochs: the epochs of each run.
+    args: the parsed flags (``seeds``, ``out``).
+    is_main: whether this is process 0 (writes files).
+    runs: the records so far; one per seed is appended.
+    progress: the job's bar, advanced once per seed.
+    **settings: more entries of each record's ``settings`` (e.g. ``solver``).
+
+  Returns:
+    The per-seed results.
+  """
+  task, method, config = trainer.task, trainer.method, trainer.settings
+  labels = (*task.progress, *REGULARIZERS[trainer.regularizer].progress)
+  per_seed = []
+  for seed in range(args.seeds):
+    progress.start(f"{task.name}/{method.name} seed {seed}", labels)
+    compile_seconds = trainer.compile(*trainer.init(seed))
+    result = trainer.run(
+      seed, epochs, on_epoch=lambda e, v: progress.epoch(e, epochs, v)
+    )
+    progress.done()
+    file = _outputs.params_file(task.name, trainer.regularizer, method.name, seed)
+    if is_main:
+      _outputs.save_params(os.path.join(args.out, file), result.params, result.prox)
+    report = trainer.export_report
+    runs.append(
+      {
+        "task": task.name,
+        "dataset": trainer.data.name,
+        "regularizer": trainer.regularizer,
+        "optimizer": method.name,
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": trainer.batch_size,
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "settings": {
+          "learning_rate": config.learning_rate,
+          "momentum": config.momentum,
+          "reg_strength": config.reg_strength,
+          "milestones": list(config.milestones),
+          "decay": config.decay,
+          **settings,
+        },
+        "compile_seconds": compile_seconds,
+        "epoch_seconds": result.epoch_seconds,
+        "history": result.history,
+        "final": result.final,
+        "export": None if report is None else list(report.detail),
+        "params_file": file,
+      }
+    )
+    per_seed.append(result)
+  return per_seed
+
+
+def compare(
+  args: argparse.Namespace,
+  plans: list[Plan],
+  lrs: dict[str, float],
+  momenta: dict[str, float],
+  is_main: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str, dict[str, Any]]:
+  """Trains every plan's optimizers over the seeds (see the module doc).
+
+  Returns:
+    The run records, the per-task summaries, the Markdown tables and the
+    curves of the figure (:func:`~._report.plot`).
+  """
+  paper = args.protocol == "paper"
+  regularizer = REGULARIZERS[args.regularizer]
+  runs: list[dict[str, Any]] = []
+  summaries: list[dict[str, Any]] = []
+  curves: dict[str, dict[str, Any]] = {}
+  total = sum(len(p.optimizers) for p in plans) * args.seeds
+  progress = Progress(total, disable=args.quiet or not is_main)
+  for plan in plans:
+    task, data = plan.task, plan.data
+    title = f"{task.name} on {data.name}{regularizer.title}"
+    summary: dict[str, Any] = {"task": task.name, "title": title, "methods": {}}
+    summary["regularizer"] = regularizer.name
+    summary["settings"] = {}
+    steps_per_epoch = len(data.y_train) // plan.batch_size
+    marks = _optimizers.milestones(plan.total_steps, args.stages)
+    quality, quality_name, percent = task.quality_panel()
+    panels = [
+      (*regularizer.structure_panel, True),
+      (quality, None, quality_name, percent),
+    ]
+    curves[title] = {
+      "stage_epochs": [m / steps_per_epoch for m in marks],
+      "panels": panels,
+      "methods": {},
+    }
+    uncalibrated = [
+      METHODS[n].label
+      for n in plan.optimizers
+      if hyperparameters(args, task, n, paper)[2] == "paper-style"
+    ]
+    if is_main and uncalibrated:
+      print(
+        f"note: no calibrated λ, η for {', '.join(uncalibrated)} on {title}; "
+        f"they run at the paper's η and λ = {task.reg_strength:g}",
+        file=sys.stderr,
+      )
+    for name in plan.optimizers:
+      method = METHODS[name]
+      reg, lr, source = hyperparameters(args, task, name, paper)
+      settings = _optimizers.settings(
+        method,
+        total_steps=plan.total_steps,
+        stages=args.stages,
+        decay=args.decay,
+        reg_strength=reg,
+        solver=args.solver,
+        learning_rate=lrs.get(name, lr),
+        momentum=momenta.get(name),
+      )
+      source = "flags" if name in lrs else source
+      summary["settings"][method.label] = {
+        "reg_strength": settings.reg_strength,
+        "learning_rate": settings.learning_rate,
+        "momentum": settings.momentum,
+        "source": source,
+      }
+      trainer = Trainer(
+        task,
+        data,
+        method,
+        settings,
+        plan.batch_size,
+        regularizer=regularizer.name,
+        test=plan.test,
+      )
+      per_seed = train_seeds(
+        trainer,
+        plan.epochs,
+        args,
+        is_main,
+        runs,
+        progress,
+        solver=settings.solver if name in ("ramda", "proxgen") else None,
+        source=source,
+      )
+      summary["params"] = int(per_seed[0].final["params"])
+      summary["methods"][method.label] = {
+        key: _report.mean_std([r.final.get(key, float("nan")) for r in per_seed])
+        for key in task.summary_keys(regularizer.name)
+      }
+      keys = [k for p in panels for k in p[:2] if k]
+      if regularizer.name == "group_lasso":
+        keys += ["group_flips", "prox_group_flips"]
+      if not method.dual_averaging:  # Ŵ is the weights themselves.
+        keys = [k for k in keys if not k.startswith("prox_")]
+      curves[title]["methods"][method.label] = {
+        "dense": not method.regularized,
+        **{
+          k: [r.history[k] for r in per_seed] for k in keys if k in per_seed[0].history
+        },
+      }
+    summary["note"] = task.note(data, plan.epochs)
+    summaries.append(summary)
+  progress.close()
+  tables = "\n\n".join(
+    _report.table(s, args.seeds, p.task.columns(regularizer.name))
+    for s, p in zip(summaries, plans, strict=True)
+  )
+  if paper:
+    tables += "\n\n" + "\n\n".join(
+      _paper.table(s, p.total_steps) for s, p in zip(summaries, plans, strict=True)
+    )
+  return runs, summaries, tables, curves
