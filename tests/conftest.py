@@ -4,6 +4,7 @@ import sys
 
 import jax
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 
 @pytest.fixture
@@ -54,3 +55,38 @@ def pytest_collection_modifyitems(config, items):
         f"tests/conftest.py lists the slow fixture {name} of {module}, which "
         "has none by that name."
       )
+
+
+# pytest-xdist (`-n auto` in pyproject.toml) hands out tests one by one, except
+# the modules below, each of which runs as a whole on one worker: their tests
+# share a module-scoped fixture or a cache of compiled steps, which would
+# otherwise be built once per worker. The two modules that launch fleets of
+# multi-device subprocesses form one unit, so that their fleets never run at once
+# (a 2-core machine would run 8 processes). `xdist_group` marks with
+# `--dist loadgroup` would say the same, but pytest-xdist 3.8 ignores them under
+# pytest >= 9.2 (pytest-dev/pytest-xdist#1386).
+_UNITS = {
+  "tests/test_multidevice.py": "multi-device subprocesses",
+  "tests/test_experiments_multidevice.py": "multi-device subprocesses",
+  "tests/test_checkpoint.py": "tests/test_checkpoint.py",
+  "tests/test_contract.py": "tests/test_contract.py",
+  "tests/test_experiments.py": "tests/test_experiments.py",
+  "tests/test_flax.py": "tests/test_flax.py",
+  "tests/test_robustness.py": "tests/test_robustness.py",
+  "tests/test_sweep.py": "tests/test_sweep.py",
+}
+
+
+class _UnitScheduling(LoadScopeScheduling):
+  """xdist's load-scope scheduling, with `_UNITS` as scopes and every other test
+  its own; larger units go out first (xdist orders scopes by test count)."""
+
+  def _split_scope(self, nodeid: str) -> str:
+    return _UNITS.get(nodeid.split("::", 1)[0], nodeid)
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """The scheduler for `--dist load`, the default under `-n`; others as asked."""
+  if config.getvalue("dist") == "load":
+    return _UnitScheduling(config, log)
+  return None
