@@ -82,22 +82,27 @@ def check_milestones(milestones: Sequence[int]) -> tuple[int, ...]:
 def check_ramp(momentum_ramp: Any, ramp_start: Any) -> Any:
   """Checks `momentum_ramp` and `ramp_start`; returns `ramp_start`.
 
-  A concrete `ramp_start` must be an integer >= 0; an integer array (what
-  ``optax.inject_hyperparams`` feeds in, possibly traced) is accepted as is.
+  `ramp_start` must be a scalar integer >= 0: a Python or NumPy integer, or an
+  integer array (what ``optax.inject_hyperparams`` feeds in). A traced array
+  is checked for its dtype and shape only: its value is unknown while tracing.
   """
   if not isinstance(momentum_ramp, bool):
     raise ValueError(f"`momentum_ramp` must be a bool, got {momentum_ramp!r}.")
   if ramp_start is None:
     return None
-  if isinstance(ramp_start, bool) or not (
-    isinstance(ramp_start, numbers.Integral)
-    or jnp.issubdtype(getattr(ramp_start, "dtype", float), jnp.integer)
+  if (
+    isinstance(ramp_start, bool)
+    or np.ndim(ramp_start) != 0
+    or not (
+      isinstance(ramp_start, numbers.Integral)
+      or jnp.issubdtype(getattr(ramp_start, "dtype", float), jnp.integer)
+    )
   ):
     raise ValueError(
       f"`ramp_start` must be a step count (an integer >= 0) or None, got "
       f"{ramp_start!r}."
     )
-  if isinstance(ramp_start, numbers.Integral) and ramp_start < 0:
+  if not isinstance(ramp_start, jax.core.Tracer) and int(ramp_start) < 0:
     raise ValueError(f"`ramp_start` must be >= 0, got {ramp_start!r}.")
   if not momentum_ramp:
     raise ValueError(

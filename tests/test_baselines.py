@@ -439,6 +439,7 @@ def test_proxssi_matches_numpy_reference(x64):
     (oxr.rmda, dict(milestones=(5, 5)), "increase"),
     (oxr.rmda, dict(decay=2.0), "decay"),
     (oxr.rmda, dict(ramp_start=-3), "ramp_start"),
+    (oxr.rmda, dict(ramp_start=jnp.asarray(-3)), "ramp_start` must be >= 0"),
     (oxr.rmda, dict(ramp_start=4, momentum_ramp=False), "momentum_ramp"),
     (oxr.proxgen, dict(b1=1.0), "b1"),
     (oxr.proxgen, dict(b2=-0.1), "b2"),

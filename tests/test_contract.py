@@ -76,6 +76,15 @@ class Case:
   # The learning rate of Optax's own test for the dense counterpart (MADGRAD,
   # Adam, SGD), used on the unregularized Rosenbrock target.
   rosenbrock_lr: float
+  # Max-abs error to (1, 1) after those 10,000 steps. Measured in float32 from
+  # (0, 0) and from 64 starts moved by ~1e-6 (rounding-sized changes): RMDA and
+  # ProxSGD creep up the valley monotonically and end at 1.51e-2 and 1.10e-2 from
+  # every start, so ~1.35× that. The adaptive methods end somewhere on an
+  # oscillation along the valley whose phase rounding moves (RAMDA ≤ 2.5e-2,
+  # ProxGen ≤ 3.2e-2, ProxSSI ≤ 4.1e-2; ≤ 2.7e-2, 4.8e-2, 5.2e-2 over the last
+  # 1,000 steps, float32 and float64): RAMDA ~1.5× its envelope, and ProxGen and
+  # ProxSSI keep Optax's rtol = atol = 3e-2, i.e. 6e-2 at (1, 1).
+  rosenbrock_tol: float
 
   def make(self, **overrides) -> optax.GradientTransformation:
     kwargs = dict(self.hyper) | dict(reg_strength=LAM, regularizer=SPECS) | overrides
@@ -93,6 +102,7 @@ CASES = [
     True,
     atol=4e-3,
     rosenbrock_lr=1e-2,  # MADGRAD's
+    rosenbrock_tol=4e-2,
   ),
   Case(
     "rmda",
@@ -101,6 +111,7 @@ CASES = [
     True,
     atol=2.5e-2,
     rosenbrock_lr=1e-2,  # MADGRAD's (at SGD's 0.1 it diverges)
+    rosenbrock_tol=2e-2,
   ),
   Case(
     "proxgen",
@@ -109,6 +120,7 @@ CASES = [
     False,
     atol=1e-6,
     rosenbrock_lr=1e-1,  # Adam's
+    rosenbrock_tol=6e-2,
   ),
   Case(
     "prox_sgd",
@@ -117,6 +129,7 @@ CASES = [
     False,
     atol=1e-6,
     rosenbrock_lr=1e-3,  # SGD's
+    rosenbrock_tol=1.5e-2,
   ),
   # ProxSSI's prox uses the uncorrected metric √v + ε: at step t its fixed point is
   # the optimum for λ/√(1 − β₂ᵗ), which nears λ only after a few times 1/(1 − β₂)
@@ -128,6 +141,7 @@ CASES = [
     False,
     atol=4e-4,
     rosenbrock_lr=1e-1,  # Adam's
+    rosenbrock_tol=6e-2,
   ),
 ]
 all_optimizers = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -330,8 +344,9 @@ def test_rosenbrock_within_optax_step_budget(case):
   """Non-convex, unregularized, a bare-array params tree: Optax's budget and tolerance.
 
   As `optax/_src/alias_test.py` (10,000 steps from (0, 0)) and
-  `optax/contrib/_common_test.py` (tolerance 3e-2), at the learning rate those
-  tests give the dense counterpart; no milestones, so c stays c₀.
+  `optax/contrib/_common_test.py` (rtol = atol = 3e-2, at most, per optimizer),
+  at the learning rate those tests give the dense counterpart; no milestones, so
+  c stays c₀.
   """
   tx = case.factory(case.rosenbrock_lr)
   params = jnp.zeros(2, jnp.float32)
@@ -344,7 +359,7 @@ def test_rosenbrock_within_optax_step_budget(case):
   (params, _), _ = jax.jit(lambda c: lax.scan(body, c, length=10_000))(
     (params, tx.init(params))
   )
-  chex.assert_trees_all_close(params, jnp.ones(2), rtol=3e-2, atol=3e-2)
+  chex.assert_trees_all_close(params, jnp.ones(2), rtol=0, atol=case.rosenbrock_tol)
 
 
 @all_optimizers

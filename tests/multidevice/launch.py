@@ -10,6 +10,7 @@ fails, the others are killed instead of waiting for a peer that never comes.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -24,11 +25,37 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 
 
+# Coordinator ports come from below Linux's ephemeral range (32768-60999), so no
+# outgoing connection (say, another run's ranks dialing their coordinator) can be
+# given one between its pick and the coordinator's bind. Each pytest-xdist
+# worker has its own block, so runs in parallel workers never pick the same port,
+# and the process id spreads concurrent sessions within a block.
+_PORT_BASE, _PORT_BLOCK, _PORT_BLOCKS = 20_000, 500, 24
+_port_offsets = itertools.count()
+
+
+def _worker_index() -> int:
+  """This pytest-xdist worker's number (``PYTEST_XDIST_WORKER=gwN``); 0 without."""
+  worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+  return int(worker[2:]) if worker[:2] == "gw" and worker[2:].isdigit() else 0
+
+
 def free_port() -> int:
-  """A TCP port on 127.0.0.1 that was free a moment ago."""
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+  """A TCP port on 127.0.0.1, free a moment ago, from this worker's own block.
+
+  Successive calls step through the block, so one process never hands out the
+  same port twice while an earlier run may still hold it.
+  """
+  start = _PORT_BASE + (_worker_index() % _PORT_BLOCKS) * _PORT_BLOCK
+  for _ in range(_PORT_BLOCK):
+    port = start + (os.getpid() + next(_port_offsets)) % _PORT_BLOCK
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+      try:
+        s.bind(("127.0.0.1", port))
+      except OSError:
+        continue
+      return port
+  raise RuntimeError(f"no free port in {start}-{start + _PORT_BLOCK - 1}")
 
 
 def cpu_env(devices: int) -> dict[str, str]:
