@@ -6,6 +6,7 @@ Build: ``python -m sphinx -W --keep-going -q -b html docs docs/_build/html``.
 import pathlib
 import sys
 
+import chex
 import jax
 import optax
 from sphinx.util.typing import stringify_annotation
@@ -65,6 +66,9 @@ autodoc_default_options = {"members": False}
 # the code wrote. Keys are the expanded forms as Sphinx prints them.
 _ALIASES = {
   optax.ScalarOrSchedule: "optax.ScalarOrSchedule",
+  # optax.Params, OptState and Updates are one Union: show what they hold.
+  optax.Params: "pytree of arrays",
+  chex.ArrayTree: "pytree of arrays",
   jax.typing.DTypeLike: "jax.typing.DTypeLike",
   jax.typing.ArrayLike: "jax.typing.ArrayLike",
   _regularizers.RegularizerArg: "spec tree | Callable[[params], spec tree]",
