@@ -36,18 +36,10 @@ root_doc = "index"
 exclude_patterns = ["_build"]
 html_static_path = ["_static"]
 
-# Markdown: $…$ and $$…$$ math, anchors for the headings that docstrings and
-# README link to (docs/algorithm.md#stages-and-the-ramp), and {{ measured_on }}, the
-# machine and versions under every table of measured numbers.
-myst_enable_extensions = ["dollarmath", "amsmath", "substitution"]
+# Markdown: $…$ and $$…$$ math, and anchors for the headings that docstrings
+# and README link to (docs/algorithm.md#stages-and-the-ramp).
+myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
-myst_substitutions = {
-  "measured_on": (
-    "the project's 2-core Intel Xeon CPU machine (Linux, Python 3.11.7) with jax and "
-    "jaxlib 0.10.2, optax 0.2.8 and flax 0.12.8. Numbers vary within seed noise "
-    "across CPUs and JAX builds."
-  ),
-}
 # BENCHMARKS.md (included as is) steps from ## to #### headings.
 suppress_warnings = ["myst.header"]
 

@@ -9,7 +9,6 @@ report table with its command and machine, the index example, README's links.
 import os
 import pathlib
 import re
-import runpy
 
 import optax_ramda as oxr
 
@@ -107,9 +106,16 @@ def test_experiments_api_documents_every_export():
   assert sorted(set(documented) - exported) == [], "documented names not exported"
 
 
+MEASURED_ON = (
+  "the project's 2-core Intel Xeon CPU machine (Linux, Python 3.11.7) with jax and jaxlib "
+  "0.10.2, optax 0.2.8 and flax 0.12.8. Numbers vary within seed noise across CPUs and JAX "
+  "builds."
+)
+
+
 def test_every_report_table_states_its_command_and_machine():
   """Each table of an experiment report is preceded, since the previous table,
-  by the command that made it and the machine/versions/seed-noise sentence."""
+  by the command that made it and the machine, versions and seed-noise sentence."""
   tables = 0
   for page in REPORTS:
     lines = (DOCS / f"{page}.md").read_text().splitlines()
@@ -117,19 +123,13 @@ def test_every_report_table_states_its_command_and_machine():
     for i, line in enumerate(lines):
       if line.startswith("| ---") and lines[i - 1].startswith("|"):
         tables += 1
-        before = "\n".join(since_last_table)
+        before = " ".join(" ".join(since_last_table).split())
         assert "Made by `python -m optax_ramda.experiments" in before, (page, i)
-        assert "{{ measured_on }}" in before, (page, i)
+        assert MEASURED_ON in before, (page, i)
         since_last_table = []
       elif not line.startswith("|"):
         since_last_table.append(line)
   assert tables >= 15
-
-
-def test_the_measured_on_sentence_names_versions_and_seed_noise():
-  sentence = runpy.run_path(str(DOCS / "conf.py"))["myst_substitutions"]["measured_on"]
-  for words in ("jax and jaxlib 0.10.2", "optax 0.2.8", "flax 0.12.8", "seed noise"):
-    assert words in sentence
 
 
 def test_index_lists_every_page():
