@@ -224,13 +224,17 @@ def ramda(
       + α_k ψ(z), \\
     w &← (1 - c) w + c \hat W_k,
 
-  where :math:`η` is `learning_rate`, :math:`c` is `momentum`,
+  where :math:`η` is `learning_rate`, :math:`c` the averaging weight
+  (:math:`c_0` = `momentum`, ramped in the final stage, below),
   :math:`ε` is `eps`, :math:`ψ = λ ×` the leaf's regularizer with
-  :math:`λ` = `reg_strength`, and :math:`W^0` the anchor. Unregularized leaves
+  :math:`λ` = `reg_strength`, and :math:`W^0` the anchor: the weights at the
+  start of the stage. Unregularized leaves
   take the closed form :math:`\hat W = W^0 - V/D`; regularized ones are solved
   by `solver`, warm-started at :math:`w` (or at the previous :math:`\hat W`,
-  see `warm_start`). With :math:`λ = 0` RAMDA is MADGRAD
-  without weight decay.
+  see `warm_start`). With :math:`λ = 0` and no milestones RAMDA is MADGRAD
+  without weight decay: ``optax.contrib.madgrad(L, momentum=β, eps=e)``
+  equals ``ramda(L + e, momentum=1 - β, eps=e)`` up to rounding (optax adds
+  e to its learning rate).
 
   Stages: when the step count reaches one of `milestones`, :math:`η` and
   :math:`ε` are multiplied by `decay` and the dual average restarts at the
@@ -240,22 +244,25 @@ def ramda(
   become exactly structured only once :math:`c` reaches one. On the
   :math:`r`-th step of the ramp (:math:`r = 1, 2, …`) the averaging weight is
   :math:`c = \min(c_0 \sqrt{r}, 1)`: the first step still uses :math:`c_0`,
-  and :math:`c = 1` from step :math:`⌈1/c_0^2⌉` on. With milestones the ramp
+  and :math:`c = 1` from its :math:`⌈1/c_0^2⌉`-th step on. With milestones the ramp
   runs through the final stage (after the last milestone), as in the paper;
   without milestones there is no final stage and :math:`c` stays
   :math:`c_0`, so that with :math:`λ = 0` RAMDA is MADGRAD. When the learning
   rate follows an Optax schedule instead of milestones, `ramp_start` starts
-  the ramp at a given step. At any time :func:`prox_iterate` returns
+  the ramp after a given number of updates. At any time :func:`prox_iterate` returns
   :math:`\hat W` from the state.
 
   Args:
     learning_rate: η, a float or a schedule of the step count.
-    momentum: c₀ ∈ (0, 1], the averaging weight (a float or a schedule);
-      c = 1 means no averaging. The paper uses 0.01 to 0.1.
+    momentum: c₀ ∈ (0, 1], the averaging weight (a float or a schedule),
+      the weight of the new point: c₀ = 1 − β in MADGRAD's convention, so
+      0.1 here is β = 0.9 there; c = 1 means no averaging. The paper uses
+      0.01 to 0.1.
     eps: ε > 0 added to the cube root of U.
     reg_strength: λ ≥ 0, a float or a schedule.
     regularizer: a spec tree that is a pytree prefix of the params with leaves
-      :func:`group_lasso`, :func:`l1` or ``None`` (unregularized), or a
+      :func:`group_lasso`, :func:`l1`, :func:`nuclear` (2-D leaves) or
+      ``None`` (unregularized), or a
       callable ``params -> spec tree`` such as :func:`input_channel_groups`
       (under ``optax.inject_hyperparams``, which takes callables for
       schedules, pass ``static_args=("regularizer",)``).
@@ -266,12 +273,15 @@ def ramda(
     max_iters: the ``"pg"`` solver's iteration cap.
     rtol: the ``"pg"`` solver's relative-decrease tolerance.
     stopping: the ``"pg"`` solver's stopping rule: ``"decrease"`` (the
-      authors', with `rtol`) or ``"subgradient"``, the paper's condition (7):
-      a subgradient of the subproblem no larger than ε_k and no increase over
-      the warm start, with ε_k = `subgradient_tol`·k^(−0.51) on the
-      root-mean-square subgradient entry of the subproblem divided by α (see
-      :func:`subgradient_tolerance`).
-    subgradient_tol: ε₀ of ``stopping="subgradient"``, in the units of a
+      authors', with `rtol`) or ``"subgradient"``, after the paper's
+      condition (7): on a leaf of n entries, a subgradient of the subproblem
+      divided by α of norm at most ε_k = ν√n·k^(−0.51) (ν =
+      `subgradient_tol`), and no increase over the warm start. Applying
+      ε_k to the subproblem divided by α is the library's interpretation
+      (the paper states (7) for the unscaled subproblem); see
+      :func:`subgradient_tolerance` and docs/algorithm.md#the-subproblem.
+    subgradient_tol: ν of ``stopping="subgradient"``, a bound on the
+      root-mean-square subgradient entry at k = 1, in the units of a
       gradient entry; in the solver study of BENCHMARKS.md the default was
       about as accurate as the ``"decrease"`` rule early in training.
     warm_start: where the iterative solvers (``"pg"``, and the nuclear
@@ -285,8 +295,8 @@ def ramda(
     decay: γ ∈ (0, 1], the factor applied to η and ε at each milestone.
     momentum_ramp: ramp the averaging weight (from the last milestone, or
       from `ramp_start`); ``False`` keeps c = c₀ throughout.
-    ramp_start: the step count (updates applied before the ramp's first
-      step, an integer ≥ 0) at which the ramp begins; ``None`` (default): at
+    ramp_start: N, the number of updates before the ramp (an integer ≥ 0):
+      the (N+1)-th update is its first step, r = 1; ``None`` (default): at
       the last milestone, or no ramp without milestones.
     state_dtype: dtype of V, U, W⁰ and Ŵ; defaults to each parameter's dtype.
 
@@ -388,9 +398,10 @@ def prox_iterate(state: optax.OptState) -> optax.Params:
 
 
 def restart(state: optax.OptState, params: optax.Params) -> optax.OptState:
-  """Manually starts a new stage at `params`: W⁰ ← params; V, U, α, k ← 0.
+  """Restarts the dual average at `params` by hand: W⁰ ← params; V, U, α, k ← 0.
 
-  The step count, learning-rate stage and Ŵ are kept.
+  Unlike a milestone, it does not decay η or ε: the step count, and with it
+  the learning-rate stage, is kept, and so is Ŵ.
 
   Args:
     state: the state of :func:`ramda` (or of a chain or wrapper containing it).
@@ -453,7 +464,10 @@ def subproblem(
   computed as :func:`ramda` computes it (its cube root, the ε of the stage of
   the last step). Pass the `eps`, `reg_strength`, `milestones` and `decay`
   that the optimizer was built with. Feed a leaf to :func:`solve_group_lasso`
-  (``v, d, anchor, threshold``) to study the solvers on real subproblems.
+  (``v, d, anchor, threshold``) to study the solvers on real subproblems. To
+  reproduce the update's Ŵ with the inexact ``"pg"`` solver, also pass
+  ``init=`` the params *before* that update (the warm start of
+  ``warm_start="params"``; the previous Ŵ for ``warm_start="prox"``).
 
   Args:
     state: the state of :func:`ramda` after at least one update (or of a chain
@@ -477,7 +491,8 @@ def subproblem(
     >>> sub.d  # ∛(s g²) + ε with s = η√1 = 0.1
     Array([[0.464..., 0.464...],
            [1.856..., 1.856...]], dtype=float32)
-    >>> z, _ = oxr.solve_group_lasso(sub.v, sub.d, sub.anchor, sub.threshold, (1,))
+    >>> z, _ = oxr.solve_group_lasso(
+    ...     sub.v, sub.d, sub.anchor, sub.threshold, (1,), init=w)  # pre-update
     >>> bool(jnp.all(z == oxr.prox_iterate(state)))  # the Ŵ of the update
     True
   """

@@ -168,7 +168,8 @@ def rmda(
       \left(W^0 - V_k / \sqrt{k}\right), \\
     w &← (1 - c) w + c \hat W_k,
 
-  where :math:`η` is `learning_rate`, :math:`c` is `momentum`,
+  where :math:`η` is `learning_rate`, :math:`c` the averaging weight
+  (:math:`c_0` = `momentum` outside the ramp),
   :math:`ψ = λ ×` the leaf's regularizer with :math:`λ` = `reg_strength`, and
   :math:`W^0` the anchor. For a group lasso the prox is the block
   soft-threshold :math:`\hat W_g = x_g \max(0, 1 - τ ω_g / ‖x_g‖)` at
@@ -190,16 +191,17 @@ def rmda(
       c = 1 means no averaging. The paper uses 0.1.
     reg_strength: λ ≥ 0, a float or a schedule.
     regularizer: a spec tree that is a pytree prefix of the params with leaves
-      :func:`group_lasso`, :func:`l1` or ``None`` (unregularized), or a
+      :func:`group_lasso`, :func:`l1`, :func:`nuclear` or ``None``
+      (unregularized), or a
       callable ``params -> spec tree``. ``None`` (default) leaves every
       parameter unregularized.
     milestones: step counts at which a new stage starts (strictly increasing).
     decay: γ ∈ (0, 1], the factor applied to η at each milestone.
     momentum_ramp: ramp the averaging weight (from the last milestone, or
       from `ramp_start`); ``False`` keeps c = c₀ throughout.
-    ramp_start: the step count at which the ramp begins (an integer ≥ 0);
-      ``None`` (default): at the last milestone, or no ramp without
-      milestones.
+    ramp_start: N, the number of updates before the ramp (an integer ≥ 0):
+      the (N+1)-th update is its first step, r = 1; ``None`` (default): at
+      the last milestone, or no ramp without milestones.
     state_dtype: dtype of V, W⁰ and Ŵ; defaults to each parameter's dtype.
 
   Returns:
@@ -218,7 +220,7 @@ def rmda(
     >>> params = {"w": jnp.ones((3, 1))}
     >>> tx = oxr.rmda(0.02, momentum=0.1, reg_strength=1.0,
     ...               regularizer={"w": oxr.group_lasso(axes=(1,))},
-    ...               ramp_start=50)  # c = 1 from step 150 on.
+    ...               ramp_start=50)  # r = 1 on update 51; c = 1 from update 150
     >>> state, update = tx.init(params), jax.jit(tx.update)
     >>> for _ in range(200):
     ...   updates, state = update(jax.grad(loss)(params), state, params)
@@ -227,7 +229,7 @@ def rmda(
     Array([ True], dtype=bool)
 
   References:
-    Huang, Chen & Lee, `Training Structured Neural Networks Through Manifold
+    Huang & Lee, `Training Structured Neural Networks Through Manifold
     Identification and Variance Reduction <https://arxiv.org/abs/2112.02612>`_,
     ICLR 2022.
   """

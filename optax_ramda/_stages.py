@@ -66,7 +66,8 @@ def averaging_weight(
 ) -> jax.Array:
   """c for the step taken at `count`: c₀, ramped to min(c₀√r, 1) from `ramp_start`.
 
-  On the r-th step of the ramp (r = 1 at ``count == ramp_start``), as in the
+  On the r-th step of the ramp (r = 1 at ``count == ramp_start``, i.e. on the
+  (ramp_start + 1)-th update), as in the
   paper's App. A.1 and the authors' scheduler (which raises c *after* each
   optimizer step), c = min(c₀√r, 1): the first step of the ramp still uses
   c₀, and c first reaches 1 at r = ⌈1/c₀²⌉.
