@@ -8,6 +8,7 @@ pieces of that pattern, and the numerical building blocks the optimizers share
 """
 
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -16,6 +17,38 @@ import jax.numpy as jnp
 import optax
 
 from optax_ramda._regularizers import is_spec
+
+
+def warn_madgrad_momentum(momentum: Any) -> None:
+  """Warns when a constant c₀ looks like a momentum in MADGRAD's convention.
+
+  Our `momentum` is c₀, the weight of the new iterate in w ← (1 − c)w + cz
+  (0.01 to 0.1 in the paper); ``optax.contrib.madgrad``'s is 1 − c₀ (0.9
+  there is 0.1 here). A value in (0.5, 1) almost switches the averaging off
+  (c = 1 from the ramp's second step), which c₀ = 1 does deliberately.
+  """
+  if callable(momentum):
+    return
+  c0 = float(momentum)
+  if 0.5 < c0 < 1:
+    warnings.warn(
+      f"momentum={c0:g} is c₀, the weight of the new iterate in "
+      "w ← (1 − c)·w + c·ẑ, not MADGRAD's or SGD's momentum: "
+      f"optax.contrib.madgrad(momentum={c0:g}) corresponds to "
+      f"momentum={1 - c0:.3g} here (the paper uses 0.01 to 0.1). Pass "
+      "momentum=1.0 to switch the averaging off deliberately.",
+      UserWarning,
+      stacklevel=_caller_level(),
+    )
+
+
+def _caller_level() -> int:
+  """The ``stacklevel`` of the first frame outside this package (the user's)."""
+  package = __file__.rsplit("/", 1)[0]
+  frame, level = sys._getframe(1), 1
+  while frame is not None and frame.f_code.co_filename.startswith(package):
+    frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+  return level
 
 
 def copy_as(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:

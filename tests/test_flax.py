@@ -12,6 +12,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import warnings
 
 import flax.linen as nn
 import jax
@@ -442,6 +443,16 @@ def test_inject_hyperparams_with_a_preset_says_static_args():
   grads = {"Dense_0": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
   updates, _ = tx.update(grads, tx.init(params), params)
   assert updates["Dense_0"]["kernel"].shape == (3, 2)
+
+
+@pytest.mark.parametrize("make", [oxr.ramda, oxr.rmda])
+def test_madgrad_style_momentum_warns(make):
+  with pytest.warns(UserWarning, match=r"madgrad\(momentum=0\.9\).*momentum=0\.1 here"):
+    make(0.1, momentum=0.9)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # c₀ = 1 (no averaging) and 0.1 are silent.
+    make(0.1, momentum=1.0)
+    make(0.1, momentum=0.1)
 
 
 def test_import_needs_no_flax():
