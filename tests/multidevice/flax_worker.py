@@ -166,6 +166,14 @@ def _state_report(state):
   return {jax.tree_util.keystr(p): str(x.sharding.spec) for p, x in flat}
 
 
+def _structured(params, state):
+  found = jax.tree_util.tree_flatten_with_path(state)[0]
+  if not any(".prox" in jax.tree_util.keystr(p) for p, _ in found):
+    return params
+  prox = oxr.prox_iterate(state)
+  return nnx.as_pure(prox) if isinstance(prox, nnx.State) else prox
+
+
 def main(out_path):
   report = {}
   for recipe, run, axis_type in (
@@ -184,8 +192,10 @@ def main(out_path):
         "params_diff": _max_diff(params, params_1),
         "state_diff": _max_diff(state, state_1),
         "shardings": _state_report(state),
-        "param_norm": float(
-          sum(np.sum(np.asarray(x) ** 2) for x in jax.tree.leaves(params))
+        # Ŵ for the dual-averaging methods (their averaged w is structured
+        # only once the ramp ends), the params for the others.
+        "zero_groups": int(
+          oxr.sparsity(_structured(params, state), PRESET)["zero_groups"]
         ),
       }
   with open(out_path, "w") as f:
