@@ -9,6 +9,7 @@ from optax_ramda._flax import input_channel_groups as input_channel_groups
 from optax_ramda._flax import output_channel_groups as output_channel_groups
 from optax_ramda._magnitude import MagnitudePruningState as MagnitudePruningState
 from optax_ramda._magnitude import magnitude_pruning as magnitude_pruning
+from optax_ramda._normalization import recompute_batch_stats as recompute_batch_stats
 from optax_ramda._prox_sgd import ScaleByProxSgdState as ScaleByProxSgdState
 from optax_ramda._prox_sgd import prox_sgd as prox_sgd
 from optax_ramda._prox_sgd import scale_by_prox_sgd as scale_by_prox_sgd

@@ -7,6 +7,8 @@ pieces of that pattern, and the numerical building blocks the optimizers share
 (the copy that may be donated, the cube root, Adam's moments), live here.
 """
 
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -15,6 +17,38 @@ import jax.numpy as jnp
 import optax
 
 from optax_ramda._regularizers import is_spec
+
+
+def warn_madgrad_momentum(momentum: Any) -> None:
+  """Warns when a constant c₀ looks like a momentum in MADGRAD's convention.
+
+  Our `momentum` is c₀, the weight of the new iterate in w ← (1 − c)w + cz
+  (0.01 to 0.1 in the paper); ``optax.contrib.madgrad``'s is 1 − c₀ (0.9
+  there is 0.1 here). A value in (0.5, 1) almost switches the averaging off
+  (c = 1 from the ramp's second step), which c₀ = 1 does deliberately.
+  """
+  if callable(momentum):
+    return
+  c0 = float(momentum)
+  if 0.5 < c0 < 1:
+    warnings.warn(
+      f"momentum={c0:g} is c₀, the weight of the new iterate in "
+      "w ← (1 − c)·w + c·ẑ, not MADGRAD's or SGD's momentum: "
+      f"optax.contrib.madgrad(momentum={c0:g}) corresponds to "
+      f"momentum={1 - c0:.3g} here (the paper uses 0.01 to 0.1). Pass "
+      "momentum=1.0 to switch the averaging off deliberately.",
+      UserWarning,
+      stacklevel=_caller_level(),
+    )
+
+
+def _caller_level() -> int:
+  """The ``stacklevel`` of the first frame outside this package (the user's)."""
+  package = __file__.rsplit("/", 1)[0]
+  frame, level = sys._getframe(1), 1
+  while frame is not None and frame.f_code.co_filename.startswith(package):
+    frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+  return level
 
 
 def copy_as(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
@@ -29,9 +63,38 @@ def copy_as(x: jax.Array, dtype: jax.typing.DTypeLike) -> jax.Array:
   return jnp.array(x, dtype=dtype, copy=True)
 
 
+def _is_box(x: Any) -> bool:
+  """Whether `x` is a Flax box: a Linen ``AxisMetadata`` or an ``nnx.Variable``.
+
+  Checked through ``sys.modules``: when Flax is not imported, no box exists.
+  """
+  meta = sys.modules.get("flax.core.meta")
+  nnx = sys.modules.get("flax.nnx")
+  return (meta is not None and isinstance(x, meta.AxisMetadata)) or (
+    nnx is not None and isinstance(x, nnx.Variable)
+  )
+
+
+def _plain(x: Any) -> Any:
+  """The one array inside a Flax box (or `x` itself): no sharding metadata."""
+  return jax.tree.leaves(x)[0] if _is_box(x) else x
+
+
+# Per-leaf scalars of the states (the inner iteration counts) are plain arrays,
+# never boxes: a Flax box carries its kernel's sharding names (Linen's
+# ``nn.Partitioned``, NNX's ``out_sharding``), which a rank-0 array cannot
+# follow (``nn.get_partition_spec`` → ``jit(out_shardings=...)`` and
+# ``nnx.Optimizer`` under a mesh both fail). Plain scalars are replicated.
+PLAIN_FIELDS = ("iterations",)
+
+
 def zero_iterations(params: optax.Params) -> Any:
-  """The initial per-leaf inner iteration counts: an int32 zero per leaf."""
-  return jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params)
+  """The initial per-leaf inner iteration counts: an int32 zero per leaf.
+
+  Params-shaped, but a Flax box (Linen ``nn.Partitioned``, ``nnx.Variable``)
+  becomes a plain, replicated scalar rather than a box around one.
+  """
+  return jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params, is_leaf=_is_box)
 
 
 def unzip_steps(steps: Any, step_type: Any) -> Any:
@@ -39,17 +102,20 @@ def unzip_steps(steps: Any, step_type: Any) -> Any:
 
   Unlike ``jax.tree.transpose``, this also works for params without leaves
   (``{}``, or what ``optax.partition`` hands an optimizer with nothing to do).
+  The fields named in ``PLAIN_FIELDS`` come out without Flax boxes, as
+  :func:`zero_iterations` builds them.
   """
 
   def is_step(x):
     return isinstance(x, step_type)
 
-  return step_type(
-    *(
-      jax.tree.map(lambda step, i=i: step[i], steps, is_leaf=is_step)
-      for i in range(len(step_type._fields))
-    )
-  )
+  def field(i, name):
+    tree = jax.tree.map(lambda step: step[i], steps, is_leaf=is_step)
+    if name in PLAIN_FIELDS:
+      tree = jax.tree.map(_plain, tree, is_leaf=_is_box)
+    return tree
+
+  return step_type(*(field(i, name) for i, name in enumerate(step_type._fields)))
 
 
 def map_leaf_steps(

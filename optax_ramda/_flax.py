@@ -10,6 +10,7 @@ module is passed in: ``optax_ramda`` does not depend on it.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Hashable
 from typing import Any, Literal, NamedTuple, TypeAlias
@@ -32,10 +33,23 @@ class _Layout(NamedTuple):
 
   A kernel maps the features at ``in_axes`` to those at ``out_axes``; any other
   axes (the spatial window of a convolution) are shared by both groupings.
+  ``stack_axes`` index the layers of a stacked kernel (``nnx.vmap``,
+  ``nnx.scan``, Linen's ``nn.scan``): each layer has its own groups.
   """
 
   in_axes: tuple[int, ...]
   out_axes: tuple[int, ...]
+  stack_axes: tuple[int, ...] = ()
+
+
+def _stacked(layout: _Layout, stack_axes: tuple[int, ...], ndim: int) -> _Layout:
+  """`layout` of one layer, placed in an `ndim` kernel with layer axes `stack_axes`."""
+  rest = [a for a in range(ndim) if a not in stack_axes]
+  return _Layout(
+    tuple(rest[a] for a in layout.in_axes),
+    tuple(rest[a] for a in layout.out_axes),
+    stack_axes,
+  )
 
 
 _FREE = _Layout((), ())  # Sentinel: an unregularized leaf.
@@ -88,35 +102,98 @@ def module_params(x: Any) -> Any:
   return nnx.state(x, nnx.Param)
 
 
-def _module_layouts(model: Any) -> dict[tuple[Hashable, ...], _Layout | None]:
+def _per_layer_shape(node: Any) -> tuple[int, ...] | None:
+  """The kernel shape that a Flax NNX layer declares for one layer, if known."""
+  from flax import nnx
+
+  if isinstance(node, nnx.Linear):
+    return (node.in_features, node.out_features)
+  if isinstance(node, (nnx.Conv, nnx.ConvTranspose)):
+    return tuple(node.kernel_shape)
+  if isinstance(node, nnx.LinearGeneral) and not node.batch_axis:
+    return (*node.in_features, *node.out_features)
+  return None
+
+
+def _place_layers(
+  shape: tuple[int, ...], per_layer: tuple[int, ...]
+) -> list[tuple[int, ...]]:
+  """Every choice of layer axes whose removal from `shape` leaves `per_layer`."""
+  extra = len(shape) - len(per_layer)
+  if extra < 0:
+    return []
+  return [
+    axes
+    for axes in itertools.combinations(range(len(shape)), extra)
+    if tuple(n for a, n in enumerate(shape) if a not in axes) == per_layer
+  ]
+
+
+def _module_layouts(model: Any) -> dict[tuple[Hashable, ...], _Layout | str]:
   """Exact layouts of the kernels of an ``nnx.Module``, keyed by kernel path.
 
-  ``None`` marks a kernel whose layer type is known but whose layout no rule
-  covers (``Einsum``, a batched ``LinearGeneral``); kernels of other module
-  types are left to the name rules.
+  A kernel with more axes than its layer declares is stacked (``nnx.vmap`` or
+  ``nnx.scan`` over the layer's construction): the extra axes index layers.
+  Their places are where the kernel's shape (and its bias's, which the
+  transforms stack at the same places) fits the layer's; when several fit,
+  the kernel is refused.
+  A string explains why a kernel whose layer type is known has no layout
+  (``Einsum``, a batched ``LinearGeneral``, layer axes that could sit at
+  several places); kernels of other module types are left to the name rules.
   """
   from flax import nnx
 
-  layouts: dict[tuple[Hashable, ...], _Layout | None] = {}
+  layouts: dict[tuple[Hashable, ...], _Layout | str] = {}
   for path, node in nnx.iter_graph(model):
     kernel = getattr(node, "kernel", None)
     if not isinstance(node, nnx.Module) or not isinstance(kernel, nnx.Param):
       continue
-    ndim = len(kernel.shape)
-    layout: _Layout | None
-    if isinstance(node, nnx.Linear):
-      layout = _dense_layout(ndim, 1)
-    elif isinstance(node, nnx.ConvTranspose):
+    kind = type(node).__name__
+    per_layer = _per_layer_shape(node)
+    if isinstance(node, (nnx.Einsum, nnx.LinearGeneral)) and per_layer is None:
+      layouts[(*path, "kernel")] = (
+        f"an nnx.{kind} kernel: its axes follow the layer's "
+        + ("einsum string" if kind == "Einsum" else "batch axes")
+        + ", which no rule reads"
+      )
+      continue
+    if per_layer is None:
+      continue  # Other (user) modules: the name rules decide.
+    ndim = len(per_layer)
+    layout: _Layout
+    if isinstance(node, nnx.ConvTranspose):
       layout = _conv_layout(ndim, transposed=bool(node.transpose_kernel))
     elif isinstance(node, nnx.Conv):
       layout = _conv_layout(ndim)
-    elif isinstance(node, nnx.LinearGeneral) and not node.batch_axis:
+    elif isinstance(node, nnx.LinearGeneral):
       layout = _dense_layout(ndim, len(node.in_features))
-    elif isinstance(node, (nnx.Einsum, nnx.LinearGeneral)):
-      layout = None
     else:
-      continue  # Other (user) modules: the name rules decide.
-    layouts[(*path, "kernel")] = layout
+      layout = _dense_layout(ndim, 1)  # Linear
+    shape = tuple(kernel.shape)
+    places = _place_layers(shape, per_layer)
+    bias = getattr(node, "bias", None)
+    if len(places) > 1 and isinstance(bias, nnx.Param):
+      # vmap/scan insert the layer axes at the same places in every array of
+      # the layer: the bias, shaped like the kernel's output axes, may tell.
+      bias_places = _place_layers(
+        tuple(bias.shape), tuple(per_layer[a] for a in layout.out_axes)
+      )
+      places = [p for p in places if p in bias_places]
+    key = (*path, "kernel")
+    if len(places) == 1:
+      layouts[key] = _stacked(layout, places[0], len(shape))
+    elif not places:
+      layouts[key] = (
+        f"an nnx.{kind} kernel whose shape does not contain the layer's {per_layer}"
+      )
+    else:
+      layouts[key] = (
+        f"an nnx.{kind} kernel stacked over layers (one layer's kernel is "
+        f"{per_layer}), whose layer axes could be any of {places}; "
+        + "; ".join(
+          _stacking_hint(_stacked(layout, p, len(shape)), len(shape)) for p in places
+        )
+      )
   return layouts
 
 
@@ -124,8 +201,11 @@ def _named_layout(
   names: tuple[Hashable, ...],
   shape: tuple[int, ...],
   bias_shape: tuple[int, ...] | None,
-) -> _Layout | None:
-  """The layout rules of :func:`input_channel_groups` for one leaf."""
+) -> _Layout | str | None:
+  """The layout rules of :func:`input_channel_groups` for one leaf.
+
+  ``None``: no rule applies; a string: rules that disagree, explained.
+  """
   name = names[-1] if names else ""
   module = str(names[-2]) if len(names) > 1 else ""
   ndim = len(shape)
@@ -140,19 +220,87 @@ def _named_layout(
   if ndim == 3 and module == "out":
     return _dense_layout(3, 2)
   if bias_shape is not None and len(bias_shape) >= 2:
-    if tuple(shape[-len(bias_shape) :]) == tuple(bias_shape):
-      return _dense_layout(ndim, ndim - len(bias_shape))
-    return None
+    return _layout_from_bias(names, shape, bias_shape)
+  if module in _ATTENTION_INPUTS or module == "out":
+    return None  # A stacked attention kernel without a bias: nothing tells.
   lowered = module.lower()
   if "conv" in lowered or (ndim >= 4 and "general" not in lowered):
     return _conv_layout(ndim)
   return None
 
 
+def _layout_from_bias(
+  names: tuple[Hashable, ...], shape: tuple[int, ...], bias_shape: tuple[int, ...]
+) -> _Layout | str | None:
+  """A kernel's layout from its bias of rank ≥ 2: its own, or stacked layers'.
+
+  A layer's bias has the shape of its kernel's output axes (the trailing ones),
+  so a bias of rank r ≥ 2 that matches the kernel's last r axes is that of a
+  ``DenseGeneral``. A stacked layer's kernel is (*layers, *kernel) and its bias
+  (*layers, *bias): the leading axes that both share index layers. When both
+  readings fit (a layer count equal to a feature count), the leaf is refused.
+  """
+  m = len(bias_shape)
+  readings: list[_Layout | str | None] = []
+  if tuple(shape[-m:]) == tuple(bias_shape):
+    readings.append(_dense_layout(len(shape), len(shape) - m))
+  for s in range(1, m):
+    if len(shape) - s < 2 or shape[:s] != bias_shape[:s]:
+      continue
+    if tuple(shape[len(shape) - (m - s) :]) != tuple(bias_shape[s:]):
+      continue
+    layer = _named_layout(names, shape[s:], bias_shape[s:])
+    if isinstance(layer, _Layout) and layer is not _FREE:
+      readings.append(_stacked(layer, tuple(range(s)), len(shape)))
+  if len(readings) == 1:
+    return readings[0]
+  if not readings:
+    return None
+  stacked = [r for r in readings if isinstance(r, _Layout) and r.stack_axes]
+  return (
+    f"its bias {bias_shape} fits both a layer with {len(shape) - m} input "
+    "axes and layers stacked along the leading axes (nnx.vmap/nnx.scan, "
+    "nn.scan), which group differently; "
+    + "; ".join(_stacking_hint(r, len(shape)) for r in stacked)
+  )
+
+
+def _group_axes(layout: _Layout, side: str, ndim: int) -> tuple[int, ...]:
+  """The axes one group spans: all but this side's features and the layers."""
+  keep = (layout.in_axes if side == "in" else layout.out_axes) + layout.stack_axes
+  return tuple(a for a in range(ndim) if a not in keep)
+
+
+def _stacking_hint(layout: _Layout, ndim: int) -> str:
+  """How to write the spec of a kernel if its layer axes are as in `layout`."""
+  return (
+    f"if axes {layout.stack_axes} index stacked layers, the per-layer input "
+    f"groups are oxr.group_lasso(axes={_group_axes(layout, 'in', ndim)}) and "
+    f"the output groups oxr.group_lasso(axes={_group_axes(layout, 'out', ndim)})"
+  )
+
+
+def _check_not_a_count(params: Any, caller: str) -> None:
+  """Refuses the step count that ``optax.inject_hyperparams`` passes a schedule."""
+  if isinstance(params, jax.Array | int) or (
+    hasattr(params, "shape") and hasattr(params, "dtype") and not params.shape
+  ):
+    raise ValueError(
+      f"{caller} got a scalar ({params!r}) instead of params. Under "
+      "optax.inject_hyperparams, which calls every callable hyperparameter as a "
+      'schedule of the step count, pass `static_args=("regularizer",)`: e.g. '
+      "optax.inject_hyperparams(oxr.ramda, "
+      'static_args=("regularizer",))(learning_rate=..., '
+      f"regularizer=oxr.{caller})."
+    )
+
+
 def _channel_groups(params: Any, unknown: Unknown, side: str, caller: str) -> Any:
   if unknown not in ("raise", "skip"):
     raise ValueError(f"`unknown` must be 'raise' or 'skip', got {unknown!r}.")
-  exact = _module_layouts(params) if is_module(params) else {}
+  _check_not_a_count(params, caller)
+  passed_module = is_module(params)
+  exact = _module_layouts(params) if passed_module else {}
   params = module_params(params)
   flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_variable)[0]
   shapes = {path_names(p): tuple(x.shape) for p, x in flat}
@@ -160,25 +308,30 @@ def _channel_groups(params: Any, unknown: Unknown, side: str, caller: str) -> An
   def spec(path, leaf) -> GroupLasso | None:
     names = path_names(path)
     shape = tuple(leaf.shape)
+    layout: _Layout | str | None
     if names in exact:
       layout = exact[names]
     else:
       layout = _named_layout(names, shape, shapes.get((*names[:-1], "bias")))
     if layout is _FREE:
       return None
-    if layout is None:
-      if unknown == "skip":
-        return None
-      raise ValueError(
-        f"{caller} cannot tell the layout of the parameter "
-        f"{jax.tree_util.keystr(tuple(path))} of shape {shape}. Give this leaf "
-        "an explicit spec (e.g. oxr.group_lasso(axes=...)) in a spec tree, pass "
-        "the nnx.Module instead of its state so that layer types are known, or "
-        f"use {caller}(..., unknown='skip') to leave such leaves unregularized."
-      )
-    # A group spans every axis except the ones indexing this side's features.
-    keep = layout.in_axes if side == "in" else layout.out_axes
-    return group_lasso(tuple(a for a in range(len(shape)) if a not in keep))
+    if isinstance(layout, _Layout):
+      return group_lasso(_group_axes(layout, side, len(shape)))
+    if unknown == "skip":
+      return None
+    where = f"the parameter {jax.tree_util.keystr(tuple(path))} of shape {shape}"
+    why = f" ({layout})" if isinstance(layout, str) else ""
+    module_hint = (
+      ""
+      if passed_module or names in exact
+      else "pass the nnx.Module instead of its state so that layer types are known, "
+    )
+    raise ValueError(
+      f"{caller} cannot tell the layout of {where}{why}. Give this leaf an "
+      "explicit spec (e.g. oxr.group_lasso(axes=...)) in a spec tree, "
+      f"{module_hint}or use {caller}(..., unknown='skip') to leave such leaves "
+      "unregularized."
+    )
 
   return jax.tree_util.tree_map_with_path(spec, params, is_leaf=is_variable)
 
@@ -220,6 +373,22 @@ def input_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:
     ValueError naming the leaf, or is left unregularized with
     ``unknown="skip"``. Passing the ``nnx.Module`` resolves Linear, Conv,
     ConvTranspose and LinearGeneral kernels exactly, whatever their names.
+
+  Stacked layers (Flax's scan-over-layers pattern: ``nnx.vmap``/``nnx.scan``
+  over a layer's construction, Linen's ``nn.scan``/``nn.vmap`` with
+  ``variable_axes={"params": 0}``) keep L layers in one kernel with extra
+  layer axes; each layer keeps its own groups, one per (layer, feature): a
+  stacked ``Linear`` kernel (L, in, out) gets spans (2,), a stacked 2-D
+  ``Conv`` (L, kh, kw, in, out) spans (1, 2, 4). Given the ``nnx.Module``, the
+  layer axes are where the kernel's (and its bias's) shape fits the one the
+  layer declares, wherever ``out_axes`` put them. Given a state or Linen
+  params, a kernel (*layers, *k) is recognized from its bias (*layers, *b)
+  (the leading axes both share); a kernel whose bias fits both a single layer
+  and a stack (a layer count equal to a feature count), a stacked attention
+  kernel without a bias, or layer axes that could sit at several places, is
+  refused with the spec to write for each reading, never misgrouped. A
+  stacked kernel without a bias is read as an unstacked one of its rank: pass
+  the module, or a spec, for those.
 
   Rank-2 ``kernel`` leaves are taken as (in, out) whatever their module
   (``Einsum`` aside); a hand-written (out, in) matrix or an ``nnx.Einsum``

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_ramda import _checks, _stages
+from optax_ramda import _checks, _common, _stages
 from optax_ramda._common import copy_as, cube_root, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
@@ -94,6 +94,7 @@ def scale_by_ramda(
   """
   _checks.check_positive("learning_rate", learning_rate)
   _checks.check_unit_interval("momentum", momentum)
+  _common.warn_madgrad_momentum(momentum)
   _checks.check_positive("eps", eps)
   _checks.check_nonnegative("reg_strength", reg_strength)
   _checks.check_max_iters(max_iters)
@@ -255,9 +256,10 @@ def ramda(
   Args:
     learning_rate: η, a float or a schedule of the step count.
     momentum: c₀ ∈ (0, 1], the averaging weight (a float or a schedule),
-      the weight of the new point: c₀ = 1 − β in MADGRAD's convention, so
-      0.1 here is β = 0.9 there; c = 1 means no averaging. The paper uses
-      0.01 to 0.1.
+      the weight of the new point; c = 1 means no averaging. The paper uses
+      0.01 to 0.1. Not MADGRAD's convention: ``optax.contrib.madgrad``'s
+      `momentum` is 1 − c₀ (its 0.9 is 0.1 here); a constant in (0.5, 1)
+      warns.
     eps: ε > 0 added to the cube root of U.
     reg_strength: λ ≥ 0, a float or a schedule.
     regularizer: a spec tree that is a pytree prefix of the params with leaves
@@ -305,7 +307,15 @@ def ramda(
 
   .. warning::
     The emitted update is ``w_new - w``: RAMDA must be the **last** transform
-    of a chain, and ``update`` needs ``params``.
+    of a chain, and ``update`` needs ``params``. A transform after it changes
+    the step it took, so the weights no longer follow the update rule above
+    and the zeroed groups are not exactly zero. In the example below, with
+    ``optax.scale(0.5)`` appended, the weights go half way to the new iterate
+    each step: after 100 steps the irrelevant weight is 7.9e-31 instead of 0,
+    and the others, (0.552, 0.275), are not Ŵ (0.543, 0.267); with
+    ``optax.add_decayed_weights(1e-2)`` appended, w = (0.385, 0.127, 0) while
+    Ŵ = (0.377, 0.122, 0). Put clipping, weight decay and any other
+    gradient transform *before* RAMDA.
 
   .. note::
     Non-finite gradients are never hidden: a NaN or inf entry makes its group

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_ramda import _checks, _stages
+from optax_ramda import _checks, _common, _stages
 from optax_ramda._common import copy_as, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
@@ -74,6 +74,7 @@ def scale_by_rmda(
   """
   _checks.check_positive("learning_rate", learning_rate)
   _checks.check_unit_interval("momentum", momentum)
+  _common.warn_madgrad_momentum(momentum)
   _checks.check_nonnegative("reg_strength", reg_strength)
   _checks.check_unit_interval("decay", decay)
   milestones = _checks.check_milestones(milestones)
@@ -189,6 +190,8 @@ def rmda(
       0.1.
     momentum: c₀ ∈ (0, 1], the averaging weight (a float or a schedule);
       c = 1 means no averaging. The paper uses 0.1.
+      Not MADGRAD's convention: ``optax.contrib.madgrad``'s `momentum` is
+      1 − c₀ (its 0.9 is 0.1 here); a constant in (0.5, 1) warns.
     reg_strength: λ ≥ 0, a float or a schedule.
     regularizer: a spec tree that is a pytree prefix of the params with leaves
       :func:`group_lasso`, :func:`l1`, :func:`nuclear` or ``None``

@@ -12,6 +12,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import warnings
 
 import flax.linen as nn
 import jax
@@ -233,8 +234,9 @@ def test_transposed_conv_kernel_from_module():
 
 def test_unknown_layouts_raise_or_skip():
   einsum = nnx.Einsum("ab,bc->ac", (4, 3), (3,), rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="cannot tell the layout"):
+  with pytest.raises(ValueError, match=r"cannot tell the layout.*nnx\.Einsum") as e:
     oxr.input_channel_groups(einsum)
+  assert "pass the nnx.Module" not in str(e.value)  # It was passed.
   assert _axes_by_path(oxr.input_channel_groups(einsum, unknown="skip")) == {
     ("bias",): None,
     ("kernel",): None,
@@ -253,6 +255,204 @@ def test_unknown_layouts_raise_or_skip():
     ValueError, match=r"^`unknown` must be 'raise' or 'skip', got 'ignore'\.$"
   ):
     oxr.input_channel_groups(custom, unknown="ignore")
+
+
+# Stacked layers (Flax's scan-over-layers pattern): L layers built by
+# nnx.vmap (or Linen's nn.scan) keep their kernels in one array with a layer
+# axis. Oracle: the same L layers unstacked, grouped by the (already tested)
+# per-layer rules, with the same weights: every (layer, feature) group norm
+# must agree.
+L, DIM = 3, 4
+
+
+class _Block(nnx.Module):
+  def __init__(self, rngs):
+    self.linear = nnx.Linear(DIM, DIM + 1, rngs=rngs)
+    self.conv = nnx.Conv(2, 5, (3, 3), rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(
+      num_heads=2, in_features=DIM, qkv_features=8, decode=False, rngs=rngs
+    )
+    self.norm = nnx.BatchNorm(DIM + 1, rngs=rngs)
+
+
+def _stacked_blocks(out_axes=0, layers=L):
+  @nnx.split_rngs(splits=layers)
+  @nnx.vmap(axis_size=layers, out_axes=out_axes)
+  def create(rngs):
+    return _Block(rngs)
+
+  return create(nnx.Rngs(0))
+
+
+def _group_norms(w, axes):
+  return np.sqrt(np.sum(np.square(np.asarray(w, np.float64)), axis=axes))
+
+
+def _leaves_by_path(tree):
+  return {
+    k: v
+    for k, v in _axes_by_path(jax.tree.map(lambda x: x, tree)).items()
+    if v is not None
+  }
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+@pytest.mark.parametrize("form", ["module", "state"])
+def test_stacked_nnx_layers_group_as_the_unstacked_layers(side, form):
+  preset = {"input": oxr.input_channel_groups, "output": oxr.output_channel_groups}[
+    side
+  ]
+  stacked = _stacked_blocks()
+  state = nnx.state(stacked, nnx.Param)
+  specs = _axes_by_path(preset(stacked if form == "module" else state))
+  weights = dict(
+    (tuple(getattr(k, "key", None) for k in p), np.asarray(x))
+    for p, x in jax.tree_util.tree_flatten_with_path(nnx.as_pure(state))[0]
+  )
+  kernels = [p for p, a in specs.items() if a is not None]
+  assert {p[:-1] for p in kernels} == {
+    ("linear",),
+    ("conv",),
+    ("attn", "query"),
+    ("attn", "key"),
+    ("attn", "value"),
+    ("attn", "out"),
+  }
+  # Hand-derived: the layer axis is 0 and never inside a group.
+  if side == "input":
+    assert specs[("linear", "kernel")] == (2,)  # (L, in, out)
+    assert specs[("conv", "kernel")] == (1, 2, 4)  # (L, kh, kw, in, out)
+  else:
+    assert specs[("linear", "kernel")] == (1,)
+    assert specs[("conv", "kernel")] == (1, 2, 3)
+  for layer in range(L):
+    block = _Block(nnx.Rngs(layer))
+    for path in kernels:
+      node = block
+      for name in path[:-1]:
+        node = getattr(node, name)
+      node.kernel[...] = weights[path][layer]  # Same weights, unstacked.
+    flat = _axes_by_path(preset(block if form == "module" else nnx.state(block)))
+    for path in kernels:
+      axes = flat[path]
+      stacked_axes = specs[path]
+      assert stacked_axes == tuple(a + 1 for a in axes), path
+      np.testing.assert_array_equal(
+        _group_norms(weights[path], stacked_axes)[layer],
+        _group_norms(weights[path][layer], axes),
+      )
+
+
+def test_stacked_layer_axis_elsewhere_is_found_from_the_module():
+  # nnx.vmap(out_axes=1) puts the layer axis second: (in, L, out) for Linear.
+  model = _stacked_blocks(out_axes=1)
+  assert model.linear.kernel.shape == (DIM, L, DIM + 1)
+  specs = _axes_by_path(oxr.input_channel_groups(model))
+  assert specs[("linear", "kernel")] == (2,)
+  assert specs[("conv", "kernel")] == (0, 2, 4)  # (kh, L, kw, in, out)
+  # Its state alone does not say where the layer axis is: refused, leaf by
+  # leaf (nothing is grouped with unknown="skip").
+  with pytest.raises(ValueError, match="cannot tell the layout"):
+    oxr.input_channel_groups(nnx.state(model, nnx.Param))
+  skipped = oxr.input_channel_groups(nnx.state(model, nnx.Param), unknown="skip")
+  assert _axes_by_path(skipped)[("linear", "kernel")] is None
+  assert _axes_by_path(skipped)[("conv", "kernel")] is None
+
+
+def test_ambiguous_stacked_kernels_are_refused():
+  # L == in == out and no bias: the layer axis of (L, in, out) could be any
+  # (nnx.vmap's out_axes), and each reading groups differently.
+  @nnx.split_rngs(splits=DIM)
+  @nnx.vmap(axis_size=DIM)
+  def create(rngs):
+    return nnx.Linear(DIM, DIM, use_bias=False, rngs=rngs)
+
+  with pytest.raises(
+    ValueError, match=r"could be any of \[\(0,\), \(1,\), \(2,\)\]"
+  ) as e:
+    oxr.input_channel_groups(create(nnx.Rngs(0)))
+  assert "pass the nnx.Module" not in str(e.value)  # It was passed.
+  assert "oxr.group_lasso(axes=(2,))" in str(e.value)  # The spec to write.
+  # With a bias (L, out), out != L, the module's layer axis is known...
+  model = _stacked_blocks(layers=DIM)
+  assert _axes_by_path(oxr.input_channel_groups(model))[("linear", "kernel")] == (2,)
+  # ...but from the state, (L, in, out) with bias (L, out) also reads as a
+  # DenseGeneral with input axes (L, in): refused, not misgrouped.
+  with pytest.raises(ValueError, match="fits both") as e:
+    oxr.input_channel_groups(nnx.state(model, nnx.Param))
+  assert "pass the nnx.Module" in str(e.value)
+  # A stacked attention kernel without a bias, (L, in, heads, head_dim), is
+  # refused too (it used to be taken for a 2-D convolution).
+  with pytest.raises(ValueError, match=r"\['query'\]\['kernel'\]"):
+    oxr.input_channel_groups({"query": {"kernel": jnp.ones((2, 4, 2, 3))}})
+
+
+class _LinenBlock(nn.Module):
+  @nn.compact
+  def __call__(self, x, _):
+    x = nn.Dense(DIM)(x)
+    y = nn.Conv(3, (3, 3))(jnp.ones((1, 5, 5, 2)))
+    return x + jnp.sum(y), None
+
+
+class _LinenScan(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    scan = nn.scan(
+      _LinenBlock,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      length=L,
+    )
+    return scan(name="layers")(x, None)[0]
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_linen_scan_layers_group_as_the_unstacked_layers(side):
+  preset = {"input": oxr.input_channel_groups, "output": oxr.output_channel_groups}[
+    side
+  ]
+  params = _LinenScan().init(jax.random.key(0), jnp.ones((1, DIM)))["params"]
+  layers = params["layers"]
+  assert layers["Dense_0"]["kernel"].shape == (L, DIM, DIM)
+  specs = _axes_by_path(preset(params))
+  for layer in range(L):
+    one = jax.tree.map(lambda x, i=layer: x[i], layers)
+    flat = _axes_by_path(preset(one))
+    for name in ("Dense_0", "Conv_0"):
+      axes, stacked_axes = flat[(name, "kernel")], specs[("layers", name, "kernel")]
+      assert stacked_axes == tuple(a + 1 for a in axes), name
+      w = np.asarray(layers[name]["kernel"])
+      np.testing.assert_array_equal(
+        _group_norms(w, stacked_axes)[layer], _group_norms(w[layer], axes)
+      )
+
+
+def test_inject_hyperparams_with_a_preset_says_static_args():
+  import optax
+
+  params = {"Dense_0": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
+  tx = optax.inject_hyperparams(oxr.ramda)(0.1, regularizer=oxr.input_channel_groups)
+  with pytest.raises(
+    ValueError, match=re.escape('pass `static_args=("regularizer",)`')
+  ):
+    tx.init(params)
+  tx = optax.inject_hyperparams(oxr.ramda, static_args=("regularizer",))(
+    0.1, reg_strength=1.0, regularizer=oxr.input_channel_groups
+  )
+  grads = {"Dense_0": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert updates["Dense_0"]["kernel"].shape == (3, 2)
+
+
+@pytest.mark.parametrize("make", [oxr.ramda, oxr.rmda])
+def test_madgrad_style_momentum_warns(make):
+  with pytest.warns(UserWarning, match=r"madgrad\(momentum=0\.9\).*momentum=0\.1 here"):
+    make(0.1, momentum=0.9)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # c₀ = 1 (no averaging) and 0.1 are silent.
+    make(0.1, momentum=1.0)
+    make(0.1, momentum=0.1)
 
 
 def test_import_needs_no_flax():
