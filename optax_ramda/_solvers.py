@@ -580,7 +580,6 @@ def exact_group_lasso(
   b = d * anchor - v
   sq = jnp.square(b)
   sq_sum = jnp.sum(sq, axis=axes, keepdims=True)
-  sqd_sum = jnp.sum(sq * d, axis=axes, keepdims=True)
   d_min = jnp.min(d, axis=axes, keepdims=True)
   norm_b = jnp.sqrt(sq_sum)
   active = ~(norm_b <= tau_w)  # Safe screening; a NaN norm stays active.
@@ -589,12 +588,14 @@ def exact_group_lasso(
   # (1/(x + μ)² is convex), φ(μ) ≥ μ‖b‖/(d̄ + μ) with d̄ = Σb²d/Σb², so
   # τω d̄/(‖b‖ − τω) is at or above the root: the upper end, and Newton's
   # start, closer to the root than the textbook τω max d/(‖b‖ − τω).
-  d_bar = sqd_sum / jnp.where(active, sq_sum, 1)
+  # The weights b²/‖b‖² ≤ 1 keep Σ b²d from overflowing where b² and d are large.
+  d_bar = jnp.sum(sq / jnp.where(active, sq_sum, 1) * d, axis=axes, keepdims=True)
   lo = tau_w * d_min / gap
   hi = jnp.maximum(tau_w * d_bar / gap, lo)
   mu = hi if mu_init is None else jnp.clip(mu_init.astype(compute), lo, hi)
-  # Screened groups, and groups with constant d (lo = hi: closed form), are done.
-  done = ~active | (lo >= hi)
+  # Screened groups, and groups with constant d (lo = hi up to the rounding of
+  # d̄: the closed form, to within the solver's 4-ulp tolerance), are done.
+  done = ~active | (hi - lo <= _EXACT_TOL_ULPS * jnp.finfo(compute).eps * hi)
 
   def body(carry):
     j, *state = carry
