@@ -218,7 +218,9 @@ def lineup(
   c += [
     Candidate(
       "ramda_pg_prox",
-      oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, warm_start="prox"),
+      oxr.ramda(
+        1e-2, reg_strength=reg, regularizer=specs, solver="pg", warm_start="prox"
+      ),
       "structured",
     ),
     Candidate(
@@ -228,7 +230,13 @@ def lineup(
     ),
     Candidate(
       "ramda_pg_subgrad",
-      oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, stopping="subgradient"),
+      oxr.ramda(
+        1e-2,
+        reg_strength=reg,
+        regularizer=specs,
+        solver="pg",
+        stopping="subgradient",
+      ),
       "structured",
     ),
   ]
@@ -237,7 +245,7 @@ def lineup(
       Candidate("ramda_noreg", oxr.ramda(1e-2), "structured"),
       Candidate(
         "ramda_pg_it1",
-        oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, max_iters=1),
+        oxr.ramda(1e-2, reg_strength=reg, regularizer=specs, solver="pg", max_iters=1),
         "structured",
       ),
     ]
@@ -245,7 +253,7 @@ def lineup(
     Candidate("rmda", oxr.rmda(0.1, reg_strength=reg, regularizer=specs), "structured"),
     Candidate(
       "proxgen_pg",
-      oxr.proxgen(1e-3, reg_strength=reg, regularizer=specs),
+      oxr.proxgen(1e-3, reg_strength=reg, regularizer=specs, solver="pg"),
       "structured",
     ),
     Candidate(

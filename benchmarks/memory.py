@@ -49,7 +49,11 @@ def main() -> None:
         _common.Candidate(
           "ramda_pg, state_dtype=bfloat16",
           oxr.ramda(
-            1e-2, reg_strength=1e-3, regularizer=specs, state_dtype=jnp.bfloat16
+            1e-2,
+            reg_strength=1e-3,
+            regularizer=specs,
+            solver="pg",
+            state_dtype=jnp.bfloat16,
           ),
           "structured",
         )

@@ -623,8 +623,8 @@ def main() -> None:
   for model in args.models.split(","):
     # Training with each warm start (and the exact solver for reference).
     for label, kw in [
-      ('pg, warm_start="params"', {}),
-      ('pg, warm_start="prox"', {"warm_start": "prox"}),
+      ('pg, warm_start="params"', {"solver": "pg"}),
+      ('pg, warm_start="prox"', {"solver": "pg", "warm_start": "prox"}),
       ("exact", {"solver": "exact"}),
     ]:
       stats: dict = {}
@@ -645,7 +645,7 @@ def main() -> None:
       )
     capture_at = sorted({t for ts in phases.values() for t in ts})
     captured, accuracy, sparsity = train_and_capture(
-      model, args.steps, capture_at, args
+      model, args.steps, capture_at, args, solver="pg"
     )
     # The capture reproduces RAMDA's Ŵ wherever "pg" stops at the same iteration
     # (in float32 the stopping iteration is rounding-driven).

@@ -311,10 +311,10 @@ def breakdown(model: str, args: argparse.Namespace) -> str:
     "ramda, no regularizer": oxr.ramda(lr),
     "ramda λ=0 (specs)": ramda(reg=0.0),
     "ramda exact": ramda(solver="exact"),
-    "ramda pg": ramda(),
-    "ramda pg max_iters=1": ramda(max_iters=1),
-    "ramda pg warm_start=prox": ramda(warm_start="prox"),
-    "ramda pg subgradient": ramda(stopping="subgradient"),
+    "ramda pg": ramda(solver="pg"),
+    "ramda pg max_iters=1": ramda(solver="pg", max_iters=1),
+    "ramda pg warm_start=prox": ramda(solver="pg", warm_start="prox"),
+    "ramda pg subgradient": ramda(solver="pg", stopping="subgradient"),
   }
   param_leaves = jax.tree_util.tree_leaves(params0)
   spec_leaves = jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)[0]

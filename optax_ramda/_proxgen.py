@@ -47,7 +47,7 @@ def scale_by_proxgen(
   *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  solver: Solver = "pg",
+  solver: Solver = "exact",
   max_iters: int = 100,
   rtol: float = 1e-8,
   state_dtype: jax.typing.DTypeLike | None = None,
@@ -67,6 +67,8 @@ def scale_by_proxgen(
   _checks.check_nonnegative("rtol", rtol)
   _solvers.check_solver(solver)
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
+  # λ = 0 given as a number: every leaf takes Adam's step, without the solver.
+  unregularized = isinstance(reg_strength, (int, float)) and reg_strength == 0
 
   def init_fn(params):
     specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
@@ -89,7 +91,7 @@ def scale_by_proxgen(
       # P = √v/√(1 − β₂ᵗ) + ε, in float32 at least (the correction's dtype).
       p = jnp.sqrt(v) / moments.sqrt_bc2 + eps
       am = (a * m).astype(p.dtype)
-      if spec is None:  # Plain Adam: w ← w − a·m/P.
+      if spec is None or unregularized:  # Plain Adam: w ← w − a·m/P.
         return _LeafStep((-am / p).astype(w.dtype), jnp.zeros([], jnp.int32))
       # min_z ⟨a·m, z − w⟩ + ½ Σ P_i (z_i − w_i)² + ηλ ψ̄(z), from z⁰ = w.
       z, iters = spec.solve(
@@ -114,7 +116,7 @@ def proxgen(
   *,
   reg_strength: optax.ScalarOrSchedule = 0.0,
   regularizer: RegularizerArg = None,
-  solver: Solver = "pg",
+  solver: Solver = "exact",
   max_iters: int = 100,
   rtol: float = 1e-8,
   state_dtype: jax.typing.DTypeLike | None = None,
@@ -150,9 +152,9 @@ def proxgen(
     reg_strength: λ ≥ 0, a float or a schedule.
     regularizer: a spec tree (or callable ``params -> spec tree``) as for
       :func:`ramda`; ``None`` (default) leaves every parameter unregularized.
-    solver: the subproblem solver, as for :func:`solve_group_lasso`:
-      ``"pg"`` (the paper's proximal gradient, faithful stopping) or
-      ``"exact"`` (per-group Newton; ProxSSI's prox, see :func:`proxssi`).
+    solver: the subproblem solver, as for :func:`ramda`: ``"exact"``
+      (default; per-group Newton, ProxSSI's prox, see :func:`proxssi`) or
+      ``"pg"`` (the paper's proximal gradient and stopping rule).
     max_iters: the inner solver's iteration cap.
     rtol: the inner solver's tolerance.
     state_dtype: dtype of the moments; defaults to each parameter's dtype.

@@ -235,8 +235,9 @@ def solve_group_lasso(
   * ``"exact"``: the optimum is :math:`z_g = b_g / (d_g + μ_g)` where
     :math:`μ_g > 0` is the root of the increasing *secular equation*
     :math:`φ(μ) = μ ‖b_g / (d_g + μ)‖ = τ ω_g`. It lies in the bracket
-    :math:`τω_g [\min d_g, \max d_g] / (‖b_g‖ − τω_g)` (one point, the closed
-    form, when d is constant on the group). Newton's method on the concave
+    :math:`τω_g [\min d_g, \bar d_g] / (‖b_g‖ − τω_g)` with
+    :math:`\bar d_g = Σ b_g^2 d_g / ‖b_g‖^2` (Jensen; one point, the closed
+    form, when d is constant where b ≠ 0). Newton's method on the concave
     :math:`F(μ) = μ/φ(μ) − μ/τω_g`, started at the bracket's upper end,
     decreases monotonically to the root and converges quadratically; it is
     safeguarded by bisection (in log scale) on the bracket and stops a group
@@ -292,8 +293,8 @@ def solve_group_lasso(
     >>> z
     Array([[2.585..., 0.  ],
            [0.   , 0.  ]], dtype=float32)
-    >>> int(iters)  # the Newton step, then the check that it converged
-    2
+    >>> int(iters)  # d is constant where b ≠ 0: the closed form, no Newton step
+    0
 
   References:
     Huang & Lee, `Regularized Adaptive Momentum Dual Averaging with an
@@ -563,7 +564,6 @@ def exact_group_lasso(
   tau_w: jax.Array,
   axes: tuple[int, ...],
   mu_init: jax.Array | None = None,
-  screen: Screening | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The ``"exact"`` solver for τω_g > 0 (see :func:`solve_group_lasso`).
 
@@ -575,8 +575,6 @@ def exact_group_lasso(
     axes: the (normalized) group axes.
     mu_init: optional per-group Newton start (group axes kept as size-1 axes),
       clipped into the bracket; default: the bracket's upper end.
-    screen: the :func:`screen_group_lasso` pass of these arrays in the compute
-      dtype (at least float32), if the caller has it; default: computed here.
 
   Returns:
     ``(z, iterations, mu)``: the solution in the dtype of `v`, the Newton
@@ -588,16 +586,25 @@ def exact_group_lasso(
   compute = jnp.promote_types(dtype, jnp.float32)
   v, d, anchor = v.astype(compute), d.astype(compute), anchor.astype(compute)
   tau_w = jnp.asarray(tau_w, compute)
-  if screen is None:
-    screen = screen_group_lasso(v, d, anchor, tau_w, axes)
-  b, active = screen.b, screen.active
-  gap = jnp.where(active, screen.norm_b - tau_w, 1)
-  # φ(μ) lies between μ‖b‖/(max d + μ) and μ‖b‖/(min d + μ): the bracket.
-  lo = tau_w * screen.d_min / gap
-  hi = tau_w * screen.d_max / gap
+  b = d * anchor - v
+  sq = jnp.square(b)
+  sq_sum = jnp.sum(sq, axis=axes, keepdims=True)
+  d_min = jnp.min(d, axis=axes, keepdims=True)
+  norm_b = jnp.sqrt(sq_sum)
+  active = ~(norm_b <= tau_w)  # Safe screening; a NaN norm stays active.
+  gap = jnp.where(active, norm_b - tau_w, 1)
+  # The bracket. φ(μ) ≤ μ‖b‖/(min d + μ) gives the lower end. By Jensen
+  # (1/(x + μ)² is convex), φ(μ) ≥ μ‖b‖/(d̄ + μ) with d̄ = Σb²d/Σb², so
+  # τω d̄/(‖b‖ − τω) is at or above the root: the upper end, and Newton's
+  # start, closer to the root than the textbook τω max d/(‖b‖ − τω).
+  # The weights b²/‖b‖² ≤ 1 keep Σ b²d from overflowing where b² and d are large.
+  d_bar = jnp.sum(sq / jnp.where(active, sq_sum, 1) * d, axis=axes, keepdims=True)
+  lo = tau_w * d_min / gap
+  hi = jnp.maximum(tau_w * d_bar / gap, lo)
   mu = hi if mu_init is None else jnp.clip(mu_init.astype(compute), lo, hi)
-  # Screened groups, and groups with constant d (lo = hi: closed form), are done.
-  done = ~active | (lo >= hi)
+  # Screened groups, and groups with constant d (lo = hi up to the rounding of
+  # d̄: the closed form, to within the solver's 4-ulp tolerance), are done.
+  done = ~active | (hi - lo <= _EXACT_TOL_ULPS * jnp.finfo(compute).eps * hi)
 
   def body(carry):
     j, *state = carry

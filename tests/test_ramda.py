@@ -160,7 +160,7 @@ def test_prox_warm_start_matches_numpy_reference(x64):
     )
     for start in ("params", "prox")
   }
-  tx = oxr.ramda(regularizer=specs, warm_start="prox", **hyper)
+  tx = oxr.ramda(regularizer=specs, solver="pg", warm_start="prox", **hyper)
   update = jax.jit(tx.update)
   p = jax.tree.map(jnp.asarray, params)
   state = tx.init(p)
@@ -187,7 +187,7 @@ def test_subproblem_from_state_gives_back_the_prox_iterate(x64):
   params = {"dense": params["dense"]}
   hyper = dict(eps=1e-3, reg_strength=lambda n: 0.2 + 0.01 * n, milestones=(3,),
                decay=0.5)  # fmt: skip
-  tx = oxr.ramda(0.05, regularizer={"dense": oxr.group_lasso(1)}, **hyper)
+  tx = oxr.ramda(0.05, regularizer={"dense": oxr.group_lasso(1)}, solver="pg", **hyper)
   p = jax.tree.map(jnp.asarray, params)
   state = tx.init(p)
   for step in range(5):
@@ -249,7 +249,7 @@ def test_matches_numpy_reference(x64, solver_rtol, milestones, ramp_start):
     params, grads_fn, steps, regularizers=ref_specs, **hyper
   )
 
-  tx = oxr.ramda(regularizer=specs, **hyper)
+  tx = oxr.ramda(regularizer=specs, solver="pg", **hyper)
   update = jax.jit(tx.update)
   p = jax.tree.map(jnp.asarray, params)
   state = tx.init(p)

@@ -33,10 +33,11 @@ from tests import numpy_baselines as nb
 from tests import numpy_reference as ref
 
 OPTIMIZERS = {
-  "ramda": oxr.ramda,
+  # "pg" explicitly: the references follow the authors' iteration.
+  "ramda": functools.partial(oxr.ramda, solver="pg"),
   "ramda_exact": functools.partial(oxr.ramda, solver="exact"),
   "rmda": oxr.rmda,
-  "proxgen": oxr.proxgen,
+  "proxgen": functools.partial(oxr.proxgen, solver="pg"),
   "prox_sgd": oxr.prox_sgd,
   "proxssi": oxr.proxssi,
 }

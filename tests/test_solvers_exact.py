@@ -542,10 +542,16 @@ def test_ramda_condition7_and_inject_hyperparams(x64):
   hyper = dict(learning_rate=0.1, momentum=0.3, reg_strength=0.05, regularizer=specs)
   w_exact, _ = run(oxr.ramda(**hyper, solver="exact"))
   w_loose, s_loose = run(
-    oxr.ramda(**hyper, stopping="subgradient", subgradient_tol=1.0)
+    oxr.ramda(**hyper, solver="pg", stopping="subgradient", subgradient_tol=1.0)
   )
   w_tight, s_tight = run(
-    oxr.ramda(**hyper, stopping="subgradient", subgradient_tol=1e-10, max_iters=10_000)
+    oxr.ramda(
+      **hyper,
+      solver="pg",
+      stopping="subgradient",
+      subgradient_tol=1e-10,
+      max_iters=10_000,
+    )
   )
   assert int(s_loose.iterations["w"]) <= int(s_tight.iterations["w"])
   err_loose = float(jnp.max(jnp.abs(w_loose - w_exact)))
