@@ -58,9 +58,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 # pytest-xdist (`-n auto` in pyproject.toml) hands out tests one by one, except
-# the modules below, each of which runs as a whole on one worker: their tests
-# share a module-scoped fixture or a cache of compiled steps, which would
-# otherwise be built once per worker. The two modules that launch fleets of
+# the units below (a module, or the tests of a module whose node ids start with
+# the key), each of which runs as a whole on one worker: their tests share a
+# module-scoped fixture or a cache of compiled steps, which would otherwise be
+# built once per worker. The two modules that launch fleets of
 # multi-device subprocesses form one unit, so that their fleets never run at once
 # (a 2-core machine would run 8 processes). `xdist_group` marks with
 # `--dist loadgroup` would say the same, but pytest-xdist 3.8 ignores them under
@@ -72,6 +73,7 @@ _UNITS = {
   "tests/test_contract.py": "tests/test_contract.py",
   "tests/test_experiments.py": "tests/test_experiments.py",
   "tests/test_flax.py": "tests/test_flax.py",
+  "tests/test_flax_examples.py::test_sharding_recipes": "flax sharding recipes",
   "tests/test_robustness.py": "tests/test_robustness.py",
   "tests/test_sweep.py": "tests/test_sweep.py",
 }
@@ -82,7 +84,9 @@ class _UnitScheduling(LoadScopeScheduling):
   its own; larger units go out first (xdist orders scopes by test count)."""
 
   def _split_scope(self, nodeid: str) -> str:
-    return _UNITS.get(nodeid.split("::", 1)[0], nodeid)
+    return next(
+      (unit for key, unit in _UNITS.items() if nodeid.startswith(key)), nodeid
+    )
 
 
 def pytest_xdist_make_scheduler(config, log):
