@@ -140,8 +140,9 @@ def proxgen(
   with :math:`λ` = `reg_strength`. Unregularized leaves take the plain Adam
   step :math:`w ← w - a m / P`: with :math:`λ = 0` ProxGen is
   :func:`optax.adam`. The subproblem of a regularized leaf is solved by the
-  shared solver (`solver`, `max_iters`, `rtol`, as for :func:`ramda`),
-  warm-started at :math:`w`; ℓ1 has a closed form.
+  shared solver (`solver`, `max_iters`, `rtol`, as for :func:`ramda`):
+  exactly per group by default, or by proximal gradient warm-started at
+  :math:`w`; ℓ1 has a closed form.
 
   Args:
     learning_rate: η, a float or a schedule of the step count. The paper uses

@@ -234,8 +234,9 @@ def ramda(
   :math:`λ` = `reg_strength`, and :math:`W^0` the anchor: the weights at the
   start of the stage. Unregularized leaves
   take the closed form :math:`\hat W = W^0 - V/D`; regularized ones are solved
-  by `solver`, warm-started at :math:`w` (or at the previous :math:`\hat W`,
-  see `warm_start`). With :math:`λ = 0` and no milestones RAMDA is MADGRAD
+  by `solver`: exactly per group by default, or by proximal gradient
+  warm-started at :math:`w` (or at the previous :math:`\hat W`, see
+  `warm_start`). With :math:`λ = 0` and no milestones RAMDA is MADGRAD
   without weight decay: ``optax.contrib.madgrad(L, momentum=β, eps=e)``
   equals ``ramda(L + e, momentum=1 - β, eps=e)`` up to rounding (optax adds
   e to its learning rate).

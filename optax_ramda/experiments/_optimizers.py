@@ -163,7 +163,7 @@ METHODS: dict[str, Method] = {
 # dense reference's (else its sparsest point within 1 point of its own best;
 # for a dense reference, its most accurate η, λ unused). The sweep scores on a
 # validation split of the training examples, never on the test split; this
-# command produced the values (its table and fronts are in README):
+# command produced the values (its table and fronts are in docs/calibration.md):
 CALIBRATION_COMMAND = (
   "python -m optax_ramda.experiments --sweep --seeds 2 --out runs/sweep"
 )
