@@ -29,7 +29,10 @@ def warn_madgrad_momentum(momentum: Any) -> None:
   """
   if callable(momentum):
     return
-  c0 = float(momentum)
+  try:
+    c0 = float(momentum)
+  except jax.errors.ConcretizationTypeError:
+    return  # traced, e.g. injected by optax.inject_hyperparams: not a constant
   if 0.5 < c0 < 1:
     warnings.warn(
       f"momentum={c0:g} is c₀, the weight of the new iterate in "

@@ -16,6 +16,17 @@ def x64():
   jax.config.update("jax_enable_x64", previous)
 
 
+def pytest_collection_finish(session):
+  """Refuses a collection that left float64 on: importing a module (the doctest
+  collection imports tests/multidevice/*.py too) must not switch it for every
+  test of the process; use the `x64` fixture or switch inside a function."""
+  if jax.config.jax_enable_x64:
+    raise pytest.UsageError(
+      "jax_enable_x64 is on after collection: a collected module switches it at "
+      "import; switch it inside a function (a worker's main) or use the x64 fixture."
+    )
+
+
 # Fixtures that launch subprocesses for minutes: the multi-device and
 # multi-process runs, and the Jupyter kernel that executes the notebooks. Each
 # is named with its module, since a fixture's name alone can be reused for a

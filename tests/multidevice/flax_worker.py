@@ -23,19 +23,16 @@ from __future__ import annotations
 import json
 import sys
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax.training import train_state
+from jax.sharding import AxisType, Mesh
+from jax.sharding import PartitionSpec as P
 
-jax.config.update("jax_enable_x64", True)
-
-import flax.linen as nn  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-from flax.training import train_state  # noqa: E402
-from jax.sharding import AxisType, Mesh  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
-
-import optax_ramda as oxr  # noqa: E402
+import optax_ramda as oxr
 
 STEPS = 4
 RULES = (("batch", "fsdp"), ("embed", "fsdp"), ("mlp", "tp"))
@@ -175,6 +172,9 @@ def _structured(params, state):
 
 
 def main(out_path):
+  # Here, not at import: pytest imports this module to collect its doctests, and
+  # a module-level switch would turn float64 on in every test process.
+  jax.config.update("jax_enable_x64", True)
   report = {}
   for recipe, run, axis_type in (
     ("linen", linen, AxisType.Auto),
