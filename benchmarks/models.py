@@ -30,9 +30,8 @@ host round trip for: the sequential ``while_loop`` trips per step (from the
 state's per-leaf ``iterations``: all of them for "pg" and "exact", those beyond
 the unrolled Newton steps for "exact_unrolled"), summed over the regularized
 leaves (one loop per leaf) and for the largest leaf (what one loop fused over
-all leaves would cost), medians over rounds, plus one ``lax.cond`` per
-regularized leaf (τ > 0 for "pg" and "exact", the fallback test for
-"exact_unrolled").
+all leaves would cost), medians over rounds, plus the ``lax.cond`` per
+regularized leaf (τ > 0; "exact_unrolled" adds its fallback test).
 
   python benchmarks/models.py --quick      # the Done-when table, a few minutes
   python benchmarks/models.py              # every model × batch 64, 256 × 2 λ
@@ -412,9 +411,11 @@ def bench(model: str, batch: int, level: str, args: argparse.Namespace) -> list[
       p, s, _ = holders[name]
       rep = oxr.sparsity(_common.structured_iterate(s, p), specs)
       row["zero"] = float(rep["zero_groups"]) / float(rep["groups"])
-      # One lax.cond per regularized leaf for the optimizers that solve: τ > 0
-      # ("pg", "exact"), or the fallback's test ("exact_unrolled").
-      row["conds"] = n_reg if name.startswith(("ramda", "proxgen", "proxssi")) else 0
+      # One lax.cond (τ > 0) per regularized leaf for the optimizers that
+      # solve, and one more (the fallback's test) for "exact_unrolled".
+      solving = name.startswith(("ramda", "proxgen", "proxssi"))
+      per_leaf = 2 if solver_of(name) == "exact_unrolled" else 1
+      row["conds"] = per_leaf * n_reg if solving else 0
     rows.append(row)
   print(format_rows(rows), flush=True)
   return rows

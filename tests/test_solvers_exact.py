@@ -351,27 +351,33 @@ def test_exact_under_jit_with_traced_threshold_and_low_precision(x64, solver):
   np.testing.assert_array_equal(np.asarray(z16) == 0, np.asarray(z64_cast) == 0)
 
 
-def _primitives(jaxpr):
-  """Names of the top-level primitives of a closed jaxpr (nested ones not seen)."""
-  return [eqn.primitive.name for eqn in jaxpr.jaxpr.eqns]
+def _branch_primitives(jaxpr):
+  """Per branch of the one top-level lax.cond: its top-level primitives."""
+  (cond,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "cond"]
+  return [[e.primitive.name for e in b.jaxpr.eqns] for b in cond.params["branches"]]
 
 
-def test_exact_unrolled_runs_no_loop_unless_it_falls_back():
-  """Hand count of the traced program: "exact" is a lax.cond on τ > 0 around a
-  while_loop; "exact_unrolled" has no while_loop at the top level and one
-  lax.cond (its fallback), and no τ > 0 test."""
+def test_exact_unrolled_runs_no_loop_unless_it_falls_back(monkeypatch):
+  """Hand count of the traced program. Both solvers sit in one lax.cond on
+  τ > 0 (branch 0: the closed form, no loop). In branch 1, "exact" runs a
+  while_loop; "exact_unrolled" runs no while_loop but one lax.cond, its
+  fallback, which holds the loop. "exact" is "exact_unrolled" off CPU."""
   v, d, anchor, tau = _problem((6, 5), (1,), 5, dtype=np.float32)
 
-  def trace(solver):
-    return _primitives(
+  def branches(solver):
+    return _branch_primitives(
       jax.make_jaxpr(
         lambda t: oxr.solve_group_lasso(v, d, anchor, t, (1,), solver=solver)
       )(np.float32(tau))
     )
 
-  exact, unrolled = trace("exact"), trace("exact_unrolled")
-  assert exact.count("cond") == 1 and "while" not in exact  # The loop is inside.
-  assert unrolled.count("cond") == 1 and "while" not in unrolled
+  (closed, exact), (_, unrolled) = branches("exact"), branches("exact_unrolled")
+  assert "while" not in closed and "cond" not in closed
+  assert exact.count("while") == 1
+  assert "while" not in unrolled and unrolled.count("cond") == 1
+  # Off CPU, where each trip is a host round trip, "exact" runs unrolled.
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert branches("exact")[1] == unrolled
 
 
 @pytest.mark.parametrize("d_decades", [(0.0, 1.0), (-8.0, 8.0)], ids=["d1", "d16"])
