@@ -291,17 +291,23 @@ TWINS |= {"ramda exact": "ramda λ=0", "ramda exact_unrolled": "ramda λ=0"}
 TWINS |= {"proxgen exact_unrolled": "proxgen λ=0"}
 
 
-SOLVERS = ("exact", "exact_unrolled", "pg")
+# "exact_unrolled" first: the names are tried in this order.
+SOLVERS = ("exact_unrolled", "exact", "pg")
 
 
 def solver_of(name: str) -> str:
-  """The subproblem solver of a candidate of `lineup` (its default if unnamed)."""
-  for solver in ("exact_unrolled", "exact", "pg"):
-    if f" {solver}" in name:
-      return solver
-  if name.startswith(("ramda", "proxgen")):
-    return inspect.signature(oxr.ramda).parameters["solver"].default
-  return "exact"  # ProxSSI's prox; the others report no iterations.
+  """What the subproblem solver of a candidate of `lineup` runs as.
+
+  Its default if unnamed (ProxSSI's prox is "exact"); "exact" runs as
+  "exact_unrolled" when JAX's default backend is not the CPU.
+  """
+  solver = next((x for x in SOLVERS if f" {x}" in name), None)
+  if solver is None and name.startswith(("ramda", "proxgen")):
+    solver = inspect.signature(oxr.ramda).parameters["solver"].default
+  solver = solver or "exact"
+  if solver == "exact" and jax.default_backend() != "cpu":
+    return "exact_unrolled"
+  return solver
 
 
 def loop_trips(name: str, counts: np.ndarray) -> np.ndarray:
