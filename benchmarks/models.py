@@ -25,12 +25,13 @@ time/time(adamw) within a round, with its interquartile range.
 
 Columns: "solver share" is 1 − t(λ = 0)/t(λ) for RAMDA and ProxGen (the same
 step with the solver skipped: λ = 0 takes the closed form), i.e. the part of
-the step spent in screening and the solver; "iters Σ / max" are the inner
-iterations recorded in the state's per-leaf ``iterations`` (summed over the
-regularized leaves, and the largest leaf), medians over rounds; "loop trips"
-is what a GPU pays a host round trip for: the sequential ``while_loop`` trips
-per step (Σ over leaves with one loop per leaf; the largest leaf's count with
-one loop fused over all leaves) plus one ``lax.cond`` per regularized leaf.
+the step spent in screening and the solver; "loop trips" is what a GPU pays a
+host round trip for: the sequential ``while_loop`` trips per step (from the
+state's per-leaf ``iterations``: all of them for "pg" and "exact", those beyond
+the unrolled Newton steps for "exact_unrolled"), summed over the regularized
+leaves (one loop per leaf) and for the largest leaf (what one loop fused over
+all leaves would cost), medians over rounds, plus the ``lax.cond`` per
+regularized leaf (τ > 0; "exact_unrolled" adds its fallback test).
 
   python benchmarks/models.py --quick      # the Done-when table, a few minutes
   python benchmarks/models.py              # every model × batch 64, 256 × 2 λ
@@ -40,6 +41,7 @@ one loop fused over all leaves) plus one ``lax.cond`` per regularized leaf.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import time
@@ -55,6 +57,7 @@ import train_step
 from jax import lax
 
 import optax_ramda as oxr
+from optax_ramda._solvers import UNROLLED_STEPS
 
 # ----------------------------------------------------------------------------
 # Models: init(seed) -> params; loss(params, batch) -> scalar.
@@ -263,6 +266,8 @@ def lineup(
     "ramda": ramda(),
     "ramda λ=0": ramda(reg=0.0),
     "ramda pg": ramda(solver="pg"),
+    "ramda exact": ramda(solver="exact"),
+    "ramda exact_unrolled": ramda(solver="exact_unrolled"),
   }
   if quick:
     return c
@@ -272,6 +277,7 @@ def lineup(
     "proxgen": proxgen(),
     "proxgen λ=0": proxgen(reg=0.0),
     "proxgen pg": proxgen(solver="pg"),
+    "proxgen exact_unrolled": proxgen(solver="exact_unrolled"),
     "prox_sgd": oxr.prox_sgd(0.1, reg_strength=reg, regularizer=specs),
     "proxssi": oxr.proxssi(1e-3, reg_strength=reg, regularizer=specs),
   }
@@ -281,6 +287,38 @@ def lineup(
 # Candidates whose solver share is measured against a λ = 0 twin.
 TWINS = {"ramda": "ramda λ=0", "ramda pg": "ramda λ=0", "proxgen": "proxgen λ=0"}
 TWINS |= {"ramda pg, warm_start=prox": "ramda λ=0", "proxgen pg": "proxgen λ=0"}
+TWINS |= {"ramda exact": "ramda λ=0", "ramda exact_unrolled": "ramda λ=0"}
+TWINS |= {"proxgen exact_unrolled": "proxgen λ=0"}
+
+
+# "exact_unrolled" first: the names are tried in this order.
+SOLVERS = ("exact_unrolled", "exact", "pg")
+
+
+def solver_of(name: str) -> str:
+  """What the subproblem solver of a candidate of `lineup` runs as.
+
+  Its default if unnamed (ProxSSI's prox is "exact"); "exact" runs as
+  "exact_unrolled" when JAX's default backend is not the CPU.
+  """
+  solver = next((x for x in SOLVERS if f" {x}" in name), None)
+  if solver is None and name.startswith(("ramda", "proxgen")):
+    solver = inspect.signature(oxr.ramda).parameters["solver"].default
+  solver = solver or "exact"
+  if solver == "exact" and jax.default_backend() != "cpu":
+    return "exact_unrolled"
+  return solver
+
+
+def loop_trips(name: str, counts: np.ndarray) -> np.ndarray:
+  """Sequential while_loop trips per leaf from the state's `iterations`.
+
+  "pg" and "exact" record their loop's trips; "exact_unrolled" records its
+  unrolled Newton steps plus the trips of its fallback loop.
+  """
+  if solver_of(name) == "exact_unrolled":
+    return np.maximum(counts - UNROLLED_STEPS, 0)
+  return counts
 
 
 def make_step(loss: Callable, tx: optax.GradientTransformation) -> Callable:
@@ -373,13 +411,17 @@ def bench(model: str, batch: int, level: str, args: argparse.Namespace) -> list[
       row["share"] = statistics.median(1 - x for x in ratios(TWINS[name], name))
     it = [x for x in iters[name] if name not in ("adamw", "madgrad")]
     if it and n_reg and not name.endswith("λ=0"):
-      row["iters_sum"] = statistics.median(int(x.sum()) for x in it)
-      row["iters_max"] = statistics.median(int(x.max()) for x in it)
+      trips = [loop_trips(name, x) for x in it]
+      row["iters_sum"] = statistics.median(int(x.sum()) for x in trips)
+      row["iters_max"] = statistics.median(int(x.max()) for x in trips)
       p, s, _ = holders[name]
       rep = oxr.sparsity(_common.structured_iterate(s, p), specs)
       row["zero"] = float(rep["zero_groups"]) / float(rep["groups"])
-      # One lax.cond (τ > 0) per regularized leaf for the optimizers that solve.
-      row["conds"] = n_reg if name.startswith(("ramda", "proxgen", "proxssi")) else 0
+      # One lax.cond (τ > 0) per regularized leaf for the optimizers that
+      # solve, and one more (the fallback's test) for "exact_unrolled".
+      solving = name.startswith(("ramda", "proxgen", "proxssi"))
+      per_leaf = 2 if solver_of(name) == "exact_unrolled" else 1
+      row["conds"] = per_leaf * n_reg if solving else 0
     rows.append(row)
   print(format_rows(rows), flush=True)
   return rows
@@ -418,7 +460,7 @@ def format_rows(rows: list[dict]) -> str:
       "× adamw CPU",
       "× madgrad wall",
       "solver share",
-      "iters Σ leaves / max leaf (+ conds)",
+      "loop trips Σ leaves / max leaf (+ conds)",
       "zero groups",
       "loss after warm-up",
     ],
@@ -433,18 +475,21 @@ def summary(rows: list[dict]) -> str:
     cases.setdefault((r["model"], r["batch"], r["level"], r["reg"]), {})[r["name"]] = r
   out = []
   for (model, batch, level, reg), by in cases.items():
-    ram, pg = by["ramda"], by["ramda pg"]
+    ram = by["ramda"]
+
+    def trips(r):
+      return f"{r.get('iters_sum', 0):g} / {r.get('iters_max', 0):g} (+{r['conds']})"
+
     out.append(
       [
         f"{model}, {batch}, λ = {reg:g} ({level})",
         f"**{ram['x_adamw']:.2f}** ({ram['x_adamw_iqr'][0]:.2f}–"
         f"{ram['x_adamw_iqr'][1]:.2f})",
-        f"{pg['x_adamw']:.2f}",
+        *(f"{by[f'ramda {x}']['x_adamw']:.2f}" for x in SOLVERS),
         f"{by['ramda λ=0']['x_adamw']:.2f}",
         f"{by['madgrad']['x_adamw']:.2f}",
         _fmt(by.get("proxgen", {}).get("x_adamw"), ".2f"),
-        f"{ram.get('iters_sum', 0):g} / {ram.get('iters_max', 0):g}",
-        f"{pg.get('iters_sum', 0):g} / {pg.get('iters_max', 0):g}",
+        *(trips(by[f"ramda {x}"]) for x in SOLVERS),
         _fmt(ram.get("zero"), ".0%"),
       ]
     )
@@ -452,12 +497,11 @@ def summary(rows: list[dict]) -> str:
     [
       "model, batch, λ",
       "ramda (default) × adamw (IQR)",
-      'ramda solver="pg"',
+      *(f'ramda solver="{x}"' for x in SOLVERS),
       "ramda λ = 0",
       "madgrad",
       "proxgen (default)",
-      "default: loop trips Σ / fused",
-      "pg: loop trips Σ / fused",
+      *(f"{x}: loop trips Σ / fused (+ conds)" for x in SOLVERS),
       "zero groups (default)",
     ],
     out,

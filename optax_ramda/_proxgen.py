@@ -154,8 +154,9 @@ def proxgen(
     regularizer: a spec tree (or callable ``params -> spec tree``) as for
       :func:`ramda`; ``None`` (default) leaves every parameter unregularized.
     solver: the subproblem solver, as for :func:`ramda`: ``"exact"``
-      (default; per-group Newton, ProxSSI's prox, see :func:`proxssi`) or
-      ``"pg"`` (the paper's proximal gradient and stopping rule).
+      (default; per-group Newton, ProxSSI's prox, see :func:`proxssi`),
+      ``"exact_unrolled"`` (the same, fewest loop trips) or ``"pg"`` (the
+      paper's proximal gradient and stopping rule).
     max_iters: the inner solver's iteration cap.
     rtol: the inner solver's tolerance.
     state_dtype: dtype of the moments; defaults to each parameter's dtype.

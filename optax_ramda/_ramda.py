@@ -276,8 +276,10 @@ def ramda(
     solver: ``"exact"`` (default): per-group safeguarded Newton on the
       secular equation, exact to machine precision, so the paper's inexactness
       condition (7) holds for every ε; ``"pg"``: the authors' proximal gradient
-      and stopping rule, iterate for iterate (see :func:`solve_group_lasso`).
-      Nuclear-norm leaves always use their own PG.
+      and stopping rule, iterate for iterate (see :func:`solve_group_lasso`);
+      ``"exact_unrolled"``: the exact solution with the fewest loop trips
+      (what ``"exact"`` runs off CPU). Nuclear-norm leaves always use their
+      own PG.
     max_iters: the ``"pg"`` solver's iteration cap.
     rtol: the ``"pg"`` solver's relative-decrease tolerance.
     stopping: the ``"pg"`` solver's stopping rule: ``"decrease"`` (the

@@ -184,7 +184,7 @@ def _leaf_subproblem(seed, shape=(5, 4)):
   return jnp.asarray(rng.normal(size=shape)), jnp.asarray(rng.normal(size=shape))
 
 
-@pytest.mark.parametrize("solver", ["pg", "exact"])
+@pytest.mark.parametrize("solver", ["pg", "exact", "exact_unrolled"])
 def test_rmda_closed_form_equals_general_solver(x64, solver):
   """Oracle: solve_group_lasso / prox_l1 with D = √k·I and threshold αλ."""
   del x64
@@ -291,9 +291,10 @@ def test_proxgen_lambda_zero_equals_adam(x64, scheduled):
   assert jax.tree.reduce(max, jax.tree.map(int, state.iterations)) == 0
 
 
-@pytest.mark.parametrize("solver", ["pg", "exact"])
+@pytest.mark.parametrize("solver", ["pg", "exact", "exact_unrolled"])
 def test_proxgen_matches_numpy_reference(x64, solver):
-  """Oracle: numpy_baselines.proxgen_reference; "pg" iteration counts equal too."""
+  """Oracle: numpy_baselines.proxgen_reference ("exact" for both exact
+  solvers); "pg" iteration counts equal too."""
   del x64
   steps = 8
   params, grads_fn = _reference_problem(steps)
@@ -307,7 +308,12 @@ def test_proxgen_matches_numpy_reference(x64, solver):
     rtol=1e-8,
   )
   records = nb.proxgen_reference(
-    params, grads_fn, steps, regularizers=REF_SPECS, solver=solver, **hyper
+    params,
+    grads_fn,
+    steps,
+    regularizers=REF_SPECS,
+    solver="pg" if solver == "pg" else "exact",
+    **hyper,
   )
 
   def check(state, record, step):

@@ -27,6 +27,12 @@ from tests import numpy_reference as ref
 LD = np.longdouble  # 64-bit mantissa on x86; plain float64 elsewhere still works
 # for the conditioning-scaled bounds below.
 
+# The exact solvers: a while_loop until converged, and K unrolled Newton steps
+# with the same loop as a fallback (K = UNROLLED_STEPS, their `iterations`
+# when no fallback runs).
+EXACT = ["exact", "exact_unrolled"]
+K = oxr._solvers.UNROLLED_STEPS
+
 LAYOUTS = [
   ((6, 5), (1,)),  # Flax Dense kernel: one group per row.
   ((3, 3, 4, 5), (0, 1, 3)),  # Flax Conv kernel: one group per input channel.
@@ -182,14 +188,17 @@ def _problem(shape, axes, seed, d_decades=(0.0, 1.0), dtype=np.float64):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("solver", EXACT)
 @pytest.mark.parametrize("shape,axes", LAYOUTS)
 @pytest.mark.parametrize("d_decades", [(0.0, 1.0), (-8.0, 8.0)], ids=["d1", "d16"])
-def test_exact_matches_extended_precision_reference(x64, shape, axes, d_decades):
+def test_exact_matches_extended_precision_reference(
+  x64, shape, axes, d_decades, solver
+):
   """Oracle: longdouble bisection; relative error ≤ 1e-12 per group in float64."""
   del x64
   for seed in range(3):
     v, d, anchor, tau = _problem(shape, axes, seed, d_decades)
-    z, iters = solve(v, d, anchor, tau, axes, solver="exact")
+    z, iters = solve(v, d, anchor, tau, axes, solver=solver)
     z_ref, kappa = _secular_reference(v, d, anchor, tau, axes)
     zg = _to_groups(np.asarray(z), axes)
     np.testing.assert_array_equal(zg == 0, z_ref == 0)  # Screening is exact.
@@ -201,12 +210,13 @@ def test_exact_matches_extended_precision_reference(x64, shape, axes, d_decades)
     np.testing.assert_allclose(np.asarray(z), z_bis, rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.parametrize("solver", EXACT)
 @pytest.mark.parametrize("shape,axes", LAYOUTS[:2])
-def test_exact_float32_precision(shape, axes):
+def test_exact_float32_precision(shape, axes, solver):
   """Oracle: longdouble bisection from the float32 data; error ≤ 32·eps32·κ_g."""
   for d_decades in [(0.0, 1.0), (-8.0, 8.0)]:
     v, d, anchor, tau = _problem(shape, axes, 7, d_decades, dtype=np.float32)
-    z, _ = solve(v, d, anchor, np.float32(tau), axes, solver="exact")
+    z, _ = solve(v, d, anchor, np.float32(tau), axes, solver=solver)
     assert z.dtype == jnp.float32
     z_ref, kappa = _secular_reference(v, d, anchor, np.float32(tau), axes)
     errors = _group_errors(_to_groups(np.asarray(z), axes), z_ref)
@@ -264,71 +274,134 @@ ADVERSARIAL = [
 ]
 
 
+@pytest.mark.parametrize("solver", EXACT)
 @pytest.mark.parametrize("case", ADVERSARIAL)
-def test_exact_adversarial_cases(x64, case):
-  """Oracles: longdouble bisection, and closed forms where they exist."""
+def test_exact_adversarial_cases(x64, case, solver):
+  """Oracles: longdouble bisection, and closed forms where they exist.
+
+  Iteration counts by hand: "exact" takes none where every group is screened
+  or has constant d; "exact_unrolled" always takes its K unrolled steps (they
+  leave a converged group as it is).
+  """
   del x64
   v, d, anchor, tau, axes = _adversarial(case)
-  z, iters = solve(v, d, anchor, tau, axes, solver="exact")
+  z, iters = solve(v, d, anchor, tau, axes, solver=solver)
   z = np.asarray(z)
   z_ref, _ = _secular_reference(v, d, anchor, tau, axes)
   assert np.max(_group_errors(_to_groups(z, axes), z_ref)) <= 1e-12
   b = d * anchor - v
+  no_loop = 0 if solver == "exact" else K
   if case == "threshold_zero":
     np.testing.assert_array_equal(z, anchor - v / d)
     assert int(iters) == 0
   if case in ("all_screened", "zero_anchor_and_gradients"):
     np.testing.assert_array_equal(z, 0)
-    assert int(iters) == 0
+    assert int(iters) == no_loop
   if case == "none_screened":
     assert np.all(np.any(z != 0, axis=1))
   if case == "groups_of_size_one":  # Scalar soft-thresholding of b, over d.
     np.testing.assert_allclose(
       z, np.sign(b) * np.maximum(np.abs(b) - tau, 0) / d, rtol=1e-15
     )
-    assert int(iters) == 0  # d is constant on every (one-entry) group.
+    assert int(iters) == no_loop  # d is constant on every (one-entry) group.
   if case == "constant_d_per_group":  # z = b max(0, 1 − τω/‖b‖)/d, no iteration.
     nb = np.linalg.norm(b, axis=1, keepdims=True)
     expected = b * np.maximum(0, 1 - tau * math.sqrt(6) / nb) / d
     np.testing.assert_allclose(z, expected, rtol=1e-14)
-    assert int(iters) == 0
+    assert int(iters) == no_loop
   if case == "d_16_decades":
-    assert 0 < int(iters) <= 20
+    assert max(no_loop, 1) <= int(iters) <= no_loop + 20
 
 
+@pytest.mark.parametrize("solver", EXACT)
 @pytest.mark.parametrize("shape,axes", LAYOUTS[:2])
-def test_exact_satisfies_kkt(x64, shape, axes):
+def test_exact_satisfies_kkt(x64, shape, axes, solver):
   """Oracle: dist(0, ∂q(z)) ≈ 0 at the exact solution, and no worse than PG's."""
   del x64
   v, d, anchor, tau = _problem(shape, axes, 3, (-2.0, 2.0))
   tau_w = tau * math.sqrt(math.prod(shape[a] for a in axes))
-  z, _ = solve(v, d, anchor, tau, axes, solver="exact")
+  z, _ = solve(v, d, anchor, tau, axes, solver=solver)
   scale = np.linalg.norm(v) + np.linalg.norm(d * anchor) + tau_w
   assert _kkt_residual(v, d, anchor, tau_w, np.asarray(z), axes) <= 1e-13 * scale
 
 
-def test_exact_under_jit_with_traced_threshold_and_low_precision(x64):
+@pytest.mark.parametrize("solver", EXACT)
+def test_exact_under_jit_with_traced_threshold_and_low_precision(x64, solver):
   """Oracle: the float64 solution; the threshold may be traced, bf16 stays bf16."""
   del x64
   v, d, anchor, tau = _problem((6, 5), (1,), 5)
-  z64, _ = solve(v, d, anchor, tau, (1,), solver="exact")
+  z64, _ = solve(v, d, anchor, tau, (1,), solver=solver)
 
   @jax.jit
   def traced(tau):
-    return oxr.solve_group_lasso(v, d, anchor, tau, (1,), solver="exact")[0]
+    return oxr.solve_group_lasso(v, d, anchor, tau, (1,), solver=solver)[0]
 
   np.testing.assert_allclose(traced(tau), z64, rtol=1e-13, atol=1e-300)
+  np.testing.assert_array_equal(traced(0.0), anchor - v / d)  # τ = 0, traced.
   cast = [jnp.asarray(x, jnp.bfloat16) for x in (v, d, anchor)]
-  z16, _ = oxr.solve_group_lasso(*cast, tau, (1,), solver="exact")
+  z16, _ = oxr.solve_group_lasso(*cast, tau, (1,), solver=solver)
   assert z16.dtype == jnp.bfloat16
   # Oracle: the float64 solve of the same (bf16-rounded) inputs, to 2 bf16 ulps
   # of the solution's scale (measured: 0.43 ulp), with the same zero groups.
   wide = [jnp.asarray(x, jnp.float64) for x in cast]
-  z64_cast, _ = solve(*wide, tau, (1,), solver="exact")
+  z64_cast, _ = solve(*wide, tau, (1,), solver=solver)
   ulp = float(jnp.finfo(jnp.bfloat16).eps)
   atol = 2 * ulp * float(np.max(np.abs(z64_cast)))
   np.testing.assert_allclose(np.asarray(z16, np.float64), z64_cast, rtol=0, atol=atol)
   np.testing.assert_array_equal(np.asarray(z16) == 0, np.asarray(z64_cast) == 0)
+
+
+def _branch_primitives(jaxpr):
+  """Per branch of the one top-level lax.cond: its top-level primitives."""
+  (cond,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "cond"]
+  return [[e.primitive.name for e in b.jaxpr.eqns] for b in cond.params["branches"]]
+
+
+def test_exact_unrolled_runs_no_loop_unless_it_falls_back(monkeypatch):
+  """Hand count of the traced program. Both solvers sit in one lax.cond on
+  τ > 0 (branch 0: the closed form, no loop). In branch 1, "exact" runs a
+  while_loop; "exact_unrolled" runs no while_loop but one lax.cond, its
+  fallback, which holds the loop. "exact" is "exact_unrolled" off CPU."""
+  v, d, anchor, tau = _problem((6, 5), (1,), 5, dtype=np.float32)
+
+  def branches(solver):
+    return _branch_primitives(
+      jax.make_jaxpr(
+        lambda t: oxr.solve_group_lasso(v, d, anchor, t, (1,), solver=solver)
+      )(np.float32(tau))
+    )
+
+  (closed, exact), (_, unrolled) = branches("exact"), branches("exact_unrolled")
+  assert "while" not in closed and "cond" not in closed
+  assert exact.count("while") == 1
+  assert "while" not in unrolled and unrolled.count("cond") == 1
+  # Off CPU, where each trip is a host round trip, "exact" runs unrolled.
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert branches("exact")[1] == unrolled
+
+
+@pytest.mark.parametrize("d_decades", [(0.0, 1.0), (-8.0, 8.0)], ids=["d1", "d16"])
+def test_exact_unrolled_agrees_with_exact(x64, d_decades):
+  """Oracle: the "exact" solver, to the 4-ulp tolerance both stop at (times κ_g).
+
+  Iterations, by the construction of both: where "exact" needs at most K + 1
+  evaluations (K Newton steps and the one that confirms them), the K unrolled
+  steps suffice and no loop runs (iterations = K); where it needs e > K + 1,
+  the fallback loop takes the remaining e − K (iterations = e). Both branches
+  occur on these seeds.
+  """
+  del x64
+  fell_back = []
+  for seed in range(6):
+    v, d, anchor, tau = _problem((12, 8), (1,), seed, d_decades)
+    z, iters = solve(v, d, anchor, tau, (1,), solver="exact")
+    z_un, iters_un = solve(v, d, anchor, tau, (1,), solver="exact_unrolled")
+    _, kappa = _secular_reference(v, d, anchor, tau, (1,))
+    errors = _group_errors(_to_groups(z_un, (1,)), _to_groups(z, (1,)).astype(LD))
+    assert np.max(errors / kappa) <= 32 * np.finfo(np.float64).eps
+    assert int(iters_un) == (K if int(iters) <= K + 1 else int(iters))
+    fell_back.append(int(iters_un) > K)
+  assert any(fell_back) and not all(fell_back)
 
 
 # --------------------------------------------------------------------------------------
@@ -474,7 +547,8 @@ def _ramda_exact_transcription(params, grads_fn, steps, lr, c, eps, lam, axes):
   return w
 
 
-def test_ramda_exact_matches_float64_transcription(x64):
+@pytest.mark.parametrize("solver", EXACT)
+def test_ramda_exact_matches_float64_transcription(x64, solver):
   """Oracle: `_ramda_exact_transcription` (docs/algorithm.md#the-ramda-step with the exact prox)."""
   del x64
   rng = np.random.default_rng(0)
@@ -495,7 +569,7 @@ def test_ramda_exact_matches_float64_transcription(x64):
     reg_strength=0.3,
     momentum_ramp=False,
     regularizer={n: oxr.group_lasso(a) for n, a in axes.items()},
-    solver="exact",
+    solver=solver,
   )
   p_exact = jax.tree.map(jnp.asarray, params)
   state = tx.init(p_exact)
