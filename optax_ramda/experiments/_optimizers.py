@@ -23,6 +23,7 @@ import optax.contrib
 
 import optax_ramda as oxr
 from optax_ramda._solvers import Solver
+from optax_ramda.experiments import _pruning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Settings:
     milestones: the steps at which a new stage starts.
     decay: γ, the learning-rate factor at each milestone.
     solver: the subproblem solver of RAMDA and ProxGen ("pg" or "exact").
+    pruning: the magnitude-pruning schedule in steps (None for the others).
   """
 
   learning_rate: float
@@ -45,6 +47,7 @@ class Settings:
   milestones: tuple[int, ...]
   decay: float
   solver: Solver
+  pruning: _pruning.Steps | None = None
 
   def schedule(self) -> optax.Schedule:
     """η, multiplied by γ at each milestone (for the methods without restarts)."""
@@ -65,10 +68,15 @@ class Method:
     label: the name in tables and plots.
     learning_rate: the paper's η.
     momentum: the paper's c₀ (or β); None where the method has none.
-    regularized: whether it trains with the group-lasso regularizer.
+    regularized: whether it makes groups zero with a strength that the sweep
+      selects: λ of the group lasso, or the target sparsity of magnitude
+      pruning (which takes the ``reg_strength`` slot of its settings).
     dual_averaging: whether it restarts at milestones and ramps c (RAMDA,
       RMDA); such methods also expose Ŵ through :func:`optax_ramda.prox_iterate`.
     make: ``(settings, specs) -> GradientTransformation``.
+    static_strength: whether its strength must be a Python number when the
+      optimizer is built (magnitude pruning's target sparsity), so that a
+      new strength compiles a new train step instead of entering it traced.
   """
 
   name: str
@@ -78,6 +86,7 @@ class Method:
   regularized: bool
   dual_averaging: bool
   make: Factory
+  static_strength: bool = False
 
 
 def _ramda(s: Settings, specs: Any) -> optax.GradientTransformation:
@@ -142,6 +151,20 @@ def _sgd(s: Settings, specs: Any) -> optax.GradientTransformation:
   return optax.sgd(s.schedule(), momentum=s.momentum)
 
 
+def _magnitude(s: Settings, specs: Any) -> optax.GradientTransformation:
+  # AdamW exactly as the dense reference runs it; reg_strength is the target.
+  assert s.pruning is not None, "magnitude pruning needs Settings.pruning"
+  return oxr.magnitude_pruning(
+    _adamw(s, specs),
+    float(s.reg_strength),
+    regularizer=specs,
+    begin_step=s.pruning.begin_step,
+    end_step=s.pruning.end_step,
+    frequency=s.pruning.frequency,
+    allocation=s.pruning.allocation,  # type: ignore[arg-type]
+  )
+
+
 METHODS: dict[str, Method] = {
   m.name: m
   for m in (
@@ -153,6 +176,7 @@ METHODS: dict[str, Method] = {
     Method("madgrad", "MADGRAD", 1e-2, 0.9, False, False, _madgrad),
     Method("adamw", "AdamW", 1e-3, None, False, False, _adamw),
     Method("sgd", "SGD-M", 1e-1, 0.9, False, False, _sgd),
+    Method("magnitude", "Magnitude", 1e-3, None, True, False, _magnitude, True),
   )
 }
 
@@ -256,6 +280,7 @@ def settings(
   solver: Solver,
   learning_rate: float | None = None,
   momentum: float | None = None,
+  schedule: _pruning.Schedule | None = None,
 ) -> Settings:
   """The paper's hyperparameters for `method`, scaled to a run of `total_steps`.
 
@@ -268,6 +293,8 @@ def settings(
     solver: RAMDA's and ProxGen's subproblem solver.
     learning_rate: overrides the paper's η.
     momentum: overrides c₀ / β (and for RAMDA/RMDA disables the ramp scaling).
+    schedule: magnitude pruning's schedule (None: the default one); ignored
+      by the other methods.
 
   Returns:
     The resolved :class:`Settings`.
@@ -284,4 +311,9 @@ def settings(
     milestones=marks,
     decay=decay,
     solver=solver,
+    pruning=(
+      (schedule or _pruning.SCHEDULES[_pruning.DEFAULT_SCHEDULE]).steps(total_steps)
+      if method.make is _magnitude
+      else None
+    ),
   )

@@ -33,16 +33,26 @@ TOLERANCES = (0.005, 0.01)
 CALIBRATION_TOLERANCE = 0.01
 
 
+def _key(run: dict[str, Any]) -> tuple[Any, ...]:
+  """A grid point: optimizer, λ, η and (magnitude pruning's) schedule."""
+  return (
+    run["optimizer"],
+    run["reg_strength"],
+    run["learning_rate"],
+    run.get("schedule"),
+  )
+
+
 def _aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Per (optimizer, λ, η): mean/std over seeds of every recorded number."""
-  groups: dict[tuple[str, float, float], list[dict[str, Any]]] = {}
+  groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
   for run in runs:
-    key = (run["optimizer"], run["reg_strength"], run["learning_rate"])
-    groups.setdefault(key, []).append(run)
+    groups.setdefault(_key(run), []).append(run)
   points = []
-  for (name, reg, lr), members in groups.items():
+  for (name, reg, lr, schedule), members in groups.items():
     point: dict[str, Any] = {"optimizer": name, "reg_strength": reg}
     point["learning_rate"] = lr
+    point["schedule"] = schedule
     for metric in ("val_accuracy", "group_sparsity", "prox_group_sparsity"):
       point[metric] = mean_std([m[metric] for m in members])
     point["test_accuracy"] = mean_std([m["test_accuracy"] for m in members])
@@ -53,7 +63,9 @@ def _aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _validation_view(point: dict[str, Any]) -> dict[str, Any]:
   """What selection may read of a point: no test accuracy."""
   keys = ("optimizer", "reg_strength", "learning_rate", "val_accuracy")
-  return {k: point[k] for k in (*keys, "group_sparsity")}
+  return {k: point[k] for k in (*keys, "group_sparsity")} | {
+    "schedule": point.get("schedule")
+  }
 
 
 def _score(point: dict[str, Any]) -> float:
@@ -121,10 +133,7 @@ def _full(points: list[dict[str, Any]], view: dict[str, Any] | None) -> Any:
   """The full point (with its test accuracy) behind a chosen validation view."""
   if view is None:
     return None
-  key = (view["optimizer"], view["reg_strength"], view["learning_rate"])
-  return next(
-    p for p in points if (p["optimizer"], p["reg_strength"], p["learning_rate"]) == key
-  )
+  return next(p for p in points if _key(p) == _key(view))
 
 
 def summarize(runs: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
