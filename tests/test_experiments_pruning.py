@@ -78,10 +78,17 @@ def test_grid_rule_extends_eta_up_and_down_and_the_strength():
   # At the bottom η (the paper's): ⅓ of it; an interior λ is left alone.
   low = {"optimizer": "ramda", "reg_strength": 1e-3, "learning_rate": 0.01}
   assert pending({"ramda": low}, runs) == [("ramda", "learning_rate", 0.00333)]
-  # ×100 is the last value up: nothing beyond it.
-  runs += _records("ramda", [(1e-3, 0.3), (1e-3, 1.0)])
-  last = {"optimizer": "ramda", "reg_strength": 1e-3, "learning_rate": 1.0}
+  # ×1000 is the last value up: nothing beyond it.
+  runs += _records("ramda", [(1e-3, lr) for lr in (0.3, 1.0, 3.0, 10.0)])
+  last = {"optimizer": "ramda", "reg_strength": 1e-3, "learning_rate": 10.0}
   assert pending({"ramda": last}, runs) == []
+  # Short of the bar at the smallest λ: λ / 10; not otherwise.
+  assert pending({"ramda": low}, runs, short=["ramda"])[-1] == (
+    "ramda",
+    "reg_strength",
+    1e-4,
+  )
+  assert ("ramda", "reg_strength", 1e-4) not in pending({"ramda": low}, runs)
 
 
 def test_grid_rule_extends_a_magnitude_target_by_halving_its_density():

@@ -24,6 +24,7 @@ from optax_ramda.experiments import _data, _grid_rule, _lm, _optimizers
 from optax_ramda.experiments._classifiers import ClassifierTask
 from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._selection import choose as choose
+from optax_ramda.experiments._selection import short_of_bar
 from optax_ramda.experiments._tasks import TASKS
 from optax_ramda.experiments._train import Trainer
 
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out) as f:
       records = [json.loads(line) for line in f if line.strip()]
     print(markdown_table(records, key, tol))
-    _print_pending(choose(records, key, tol), records)
+    _print_pending(records, key, tol)
     for name, r in choose(records, key, tol).items():
       print(
         f'  ("{search.task}", "{name}"): ({r["reg_strength"]:g}, '
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             flush=True,
           )
-  _print_pending(choose(records, key, tol), records)
+  _print_pending(records, key, tol)
   for name, r in choose(records, key, tol).items():
     print(
       f'  ("{task.name}", "{name}"): ({r["reg_strength"]:g}, {r["learning_rate"]:g}),'
@@ -229,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-def _print_pending(chosen: dict[str, Any], records: list[dict[str, Any]]) -> None:
+def _print_pending(records: list[dict[str, Any]], key: str, tol: float) -> None:
   """What the grid-extension rule still asks for, as the calls that run it."""
-  for name, axis, value in _grid_rule.pending(chosen, records):
+  chosen, short = choose(records, key, tol), short_of_bar(records, key, tol)
+  for name, axis, value in _grid_rule.pending(chosen, records, short):
     flag = (
       f"--lr-factors {value / METHODS[name].learning_rate:.3g}"
       if axis == "learning_rate"

@@ -7,12 +7,17 @@ grid grows there until the choice is interior, or the value beyond it was
 tried and lost:
 
 * η, per method (the dense references included): while the chosen η is the
-  largest tried, the next of the paper's η × :data:`LR_UP` (×30, then ×100);
+  largest tried, the next of the paper's η × :data:`LR_UP` (×30, ×100, then
+  ×300 and ×1000);
   while it is the smallest, the next of × :data:`LR_DOWN` (⅓, ⅒, 1/30);
 * the strength, per regularized method: while the chosen point has the
   largest λ tried, the next λ of the grid's own ratio (for magnitude pruning,
   the next target sparsity, :func:`~._pruning.next_target`), up to
-  :data:`MAX_REG` (:data:`MAX_TARGET`).
+  :data:`MAX_REG` (:data:`MAX_TARGET`); and for a method *short of the bar*
+  (no point within the tolerance of the dense reference, so that its choice
+  is the fallback near its own best), while the chosen point has the smallest
+  λ tried, λ / 10 down to :data:`MIN_REG`: whether a weaker regularizer
+  reaches the bar is what tells the method's shortfall from the grid's.
 
 The new values are run at every other value of the method's grid, and the
 choice is made again over all the runs. :func:`pending` lists what the rule
@@ -22,18 +27,21 @@ would still add; the committed records leave nothing pending
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from optax_ramda.experiments import _pruning
 from optax_ramda.experiments._optimizers import METHODS
 
-# Factors of the paper's η tried beyond the grid, in the order tried.
-LR_UP = (30.0, 100.0)
+# Factors of the paper's η tried beyond the grid, in the order tried (the last
+# a cap: a choice there is reported, not extended).
+LR_UP = (30.0, 100.0, 300.0, 1000.0)
 LR_DOWN = (1 / 3, 1 / 10, 1 / 30)
 # A λ beyond this zeroes every group of every task here; a target beyond this
 # leaves almost nothing.
 MAX_REG = 1.0
 MAX_TARGET = 0.99
+MIN_REG = 1e-6
 
 
 def lr_value(name: str, factor: float) -> float:
@@ -70,7 +78,9 @@ def next_reg(name: str, tried: list[float]) -> float | None:
 
 
 def pending(
-  chosen: dict[str, dict[str, Any]], records: list[dict[str, Any]]
+  chosen: dict[str, dict[str, Any]],
+  records: list[dict[str, Any]],
+  short: Collection[str] = (),
 ) -> list[tuple[str, str, float]]:
   """What the rule would still add: (optimizer, "learning_rate" or
   "reg_strength", value) per choice that sits at an end of what was tried.
@@ -80,6 +90,7 @@ def pending(
       ``learning_rate`` and ``reg_strength``.
     records: every run so far, with ``optimizer``, ``learning_rate`` and
       ``reg_strength``.
+    short: the regularized methods short of the bar.
 
   Examples:
     >>> from optax_ramda.experiments._grid_rule import pending
@@ -107,4 +118,7 @@ def pending(
         value = next_reg(name, regs)
         if value is not None:
           out.append((name, "reg_strength", value))
+      low = float(f"{regs[0] / 10:.3g}")
+      if name in short and point["reg_strength"] == regs[0] and low >= MIN_REG:
+        out.append((name, "reg_strength", low))
   return out

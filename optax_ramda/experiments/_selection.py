@@ -145,8 +145,10 @@ def summarize(runs: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any
     names: the optimizers, in table order.
 
   Returns:
-    ``{"points", "best_dense", "dense", "fronts", "table", "calibrated"}``;
-    the chosen points carry their test accuracy, looked up after choosing.
+    ``{"points", "short", "best_dense", "dense", "fronts", "table",
+    "calibrated"}`` ("short": the regularized methods with no point within
+    the tolerance of the best dense reference); the chosen points carry their
+    test accuracy, looked up after choosing.
   """
   points = _aggregate(runs)
   reference = best_dense(points)
@@ -163,8 +165,16 @@ def summarize(runs: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any
     else:
       dense[name] = _full(points, calibrated_point(points, name, None))
     calibrated[name] = _full(points, calibrated_point(points, name, target))
+  short = [
+    n
+    for n in names
+    if METHODS[n].regularized
+    and target is not None
+    and _score(calibrated[n]) < target - CALIBRATION_TOLERANCE - 1e-12
+  ]
   return {
     "points": points,
+    "short": short,
     "best_dense": _full(points, reference),
     "dense": dense,
     "fronts": fronts,
@@ -219,3 +229,22 @@ def choose(records: list[dict[str, Any]], key: str, tol: float) -> dict[str, Any
       )
     chosen[name] = best
   return chosen
+
+
+def short_of_bar(records: list[dict[str, Any]], key: str, tol: float) -> list[str]:
+  """The regularized methods of a search with no run within the tolerance of
+  the dense reference's best (:func:`choose` gave them their best-quality run)."""
+  lm = key == "group_sparsity" and "val_perplexity" in records[0]
+  dense = [r for r in records if not METHODS[r["optimizer"]].regularized]
+  if lm:
+    best = min(r["val_perplexity"] for r in dense if np.isfinite(r["val_perplexity"]))
+    ok = lambda r: r["val_perplexity"] <= (1 + tol) * best  # noqa: E731
+  else:
+    best = max(r["accuracy"] for r in dense if np.isfinite(r["accuracy"]))
+    ok = lambda r: r["accuracy"] >= best - tol  # noqa: E731
+  names = dict.fromkeys(r["optimizer"] for r in records)
+  return [
+    n
+    for n in names
+    if METHODS[n].regularized and not any(ok(r) for r in records if r["optimizer"] == n)
+  ]

@@ -309,7 +309,9 @@ def run_sweep(
     # given by flag is taken as given).
     extend = {n for n, (r, lrs) in grids.items() if default(n, r, lrs)}
     while todo := _grid_rule.pending(
-      {n: v for n, v in result["calibrated"].items() if n in extend}, runs
+      {n: v for n, v in result["calibrated"].items() if n in extend},
+      runs,
+      short=result["short"],
     ):
       for name, axis, value in todo:
         # The new value at every value of the method's other axis.
