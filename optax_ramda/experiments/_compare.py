@@ -54,7 +54,8 @@ def hyperparameters(
 
   The calibrated point of (task, optimizer) under ``--regularizer`` applies on
   the data set it was calibrated on (the task's own); ``--reg-strength``
-  replaces its λ (``--lr`` its η, later). Without a calibrated point: the
+  replaces its λ (not magnitude pruning's target sparsity; ``--lr`` its η,
+  later). Without a calibrated point: the
   task's λ (magnitude pruning: :data:`~._pruning.DEFAULT_TARGET`) and the
   paper's η ("paper-style").
   """
@@ -68,7 +69,7 @@ def hyperparameters(
     lr, source = None, "paper-style"
   else:
     (reg, lr), source = calibrated, "calibrated"
-  if args.reg_strength is not None:
+  if args.reg_strength is not None and name != "magnitude":  # λ, not a target.
     reg, source = args.reg_strength, "flags"
   return reg, lr, source
 
