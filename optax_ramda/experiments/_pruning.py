@@ -123,7 +123,11 @@ def schedule_grid(task: str) -> tuple[str, ...]:
 
 # The schedule the main job runs magnitude pruning with, per task (from the
 # records in docs/calibration/digits.jsonl, with CALIBRATED's target and η).
-CALIBRATED_SCHEDULES: dict[str, str] = {}
+CALIBRATED_SCHEDULES: dict[str, str] = {
+  "logreg": "uniform-2/3-x10",
+  "mlp": "global-2/3-x10",
+  "cnn": "global-2/3-x10",
+}
 
 
 def calibrated_schedule(task: str, calibrated: bool) -> Schedule:

@@ -3,7 +3,8 @@
 Two rules, each applied to validation numbers only (never to a test split):
 
 * the main job's (:func:`summarize`, over a λ × η sweep's runs, mean over
-  seeds): the *front* of a method is, per λ, its best-η point; its
+  seeds; magnitude pruning's target sparsity is its λ, and its schedule a
+  third axis): the *front* of a method is, per λ, its best-η point; its
   *calibrated point* is its sparsest point whose mean validation accuracy is
   within :data:`CALIBRATION_TOLERANCE` of the best dense reference's (ties:
   the more accurate), else its sparsest point within that tolerance of its own
