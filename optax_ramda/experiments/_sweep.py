@@ -5,6 +5,10 @@ a grid: for a regularized method every (λ, η) of its λ grid (log-spaced, wide
 enough to go from no zero group to most of them) and its η grid (the paper's
 η times :data:`LR_FACTORS`), for a dense reference every η. Every point runs
 over several seeds with the main job's schedule and budget.
+Magnitude pruning sweeps its target sparsity in λ's place and, as a third
+axis, the schedules of :func:`~._pruning.schedule_grid`. The default grids
+then grow by the grid-extension rule (:mod:`~._grid_rule`) until no choice
+sits at an end it would extend; a grid given by flag is taken as given.
 
 Selection never sees the test split. The training examples are split once
 (:func:`validation_split`): the runs train on the first part and are scored on
