@@ -96,7 +96,7 @@ def reg_grid(task: str, name: str) -> tuple[float, ...]:
   Examples:
     >>> from optax_ramda.experiments._sweep import POINTS, reg_grid
     >>> grid = reg_grid("logreg", "ramda")
-    >>> len(grid) == POINTS and grid[0] == 1e-5 and grid[-1] == 0.03
+    >>> len(grid) == POINTS and grid[0] == 1e-5 and grid[-1] == 0.02
     True
   """
   if name == "magnitude":
