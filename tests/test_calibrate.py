@@ -1,4 +1,10 @@
-"""Tests for the validation search behind the lm and nuclear calibrated points."""
+"""Tests for the validation searches behind the calibrated points.
+
+Oracles: the committed records (docs/calibration/*.jsonl) against the
+constants the runner uses, through the selection rule; the grid-extension
+rule against the same records (nothing left pending); the rule's pieces
+against hand-built records.
+"""
 
 import json
 import math
@@ -7,7 +13,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from optax_ramda.experiments import _calibrate, _lm, digits
+from optax_ramda.experiments import _calibrate, _grid_rule, _lm, _selection, digits
+from optax_ramda.experiments._optimizers import CALIBRATED, METHODS
+from optax_ramda.experiments._pruning import CALIBRATED_SCHEDULES
 
 RECORDS = pathlib.Path(__file__).parent.parent / "docs" / "calibration"
 
@@ -81,6 +89,47 @@ def test_calibrated_points_follow_from_the_committed_records(setting, table, key
   assert points.keys() == expected.keys()
   for name, (reg, lr) in points.items():
     assert (reg, lr) == pytest.approx(expected[name], rel=1e-9), name
+
+
+def _committed(setting):
+  with open(RECORDS / f"{setting}.jsonl") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+MAIN_TASKS = ("logreg", "mlp", "cnn")
+
+
+@pytest.mark.parametrize("task", MAIN_TASKS)
+def test_main_job_points_follow_from_the_committed_records(task):
+  # CALIBRATED (and magnitude pruning's schedule) is exactly what the sweep's
+  # rule picks from the records of `--sweep` (docs/calibration.md).
+  runs = [r for r in _committed("digits") if r["setting"] == task]
+  names = list(dict.fromkeys(r["optimizer"] for r in runs))
+  assert set(names) == set(METHODS)
+  chosen = _selection.summarize(runs, names)["calibrated"]
+  expected = {n: point for (t, n), point in CALIBRATED.items() if t == task}
+  assert expected.keys() == chosen.keys()
+  for name, point in chosen.items():
+    reg = point["reg_strength"] if METHODS[name].regularized else 0.0
+    assert (reg, point["learning_rate"]) == pytest.approx(expected[name], rel=1e-9)
+  assert CALIBRATED_SCHEDULES[task] == chosen["magnitude"]["schedule"]
+
+
+@pytest.mark.parametrize("setting", ["lm", "nuclear", *MAIN_TASKS])
+def test_no_choice_sits_at_an_end_of_its_grid_unless_the_rule_stopped(setting):
+  # The issue's done-when: every value the grid-extension rule would add
+  # beyond a choice at an end was tried (and lost), or lies past its cap.
+  if setting in MAIN_TASKS:
+    runs = [r for r in _committed("digits") if r["setting"] == setting]
+    names = list(dict.fromkeys(r["optimizer"] for r in runs))
+    result = _selection.summarize(runs, names)
+    chosen, short = result["calibrated"], result["short"]
+  else:
+    runs = _committed(setting)
+    key, tol = _calibrate.SEARCHES[setting].key, _calibrate.SEARCHES[setting].tol
+    chosen = _calibrate.choose(runs, key, tol)
+    short = _selection.short_of_bar(runs, key, tol)
+  assert _grid_rule.pending(chosen, runs, short) == []
 
 
 def test_select_with_tol_zero_is_a_zero_tolerance(tmp_path, capsys):

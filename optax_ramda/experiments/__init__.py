@@ -20,6 +20,7 @@ from optax_ramda.experiments._cli import main as main
 from optax_ramda.experiments._data import Dataset as Dataset
 from optax_ramda.experiments._data import digits as digits
 from optax_ramda.experiments._data import from_npz as from_npz
+from optax_ramda.experiments._data import mnist as mnist
 from optax_ramda.experiments._data import mnist1d as mnist1d
 from optax_ramda.experiments._optimizers import CALIBRATED as CALIBRATED
 from optax_ramda.experiments._optimizers import (

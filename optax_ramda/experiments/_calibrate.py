@@ -20,16 +20,20 @@ import json
 import time
 from typing import Any
 
-from optax_ramda.experiments import _data, _lm, _optimizers
+from optax_ramda.experiments import _data, _grid_rule, _lm, _optimizers
 from optax_ramda.experiments._classifiers import ClassifierTask
 from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._selection import choose as choose
+from optax_ramda.experiments._selection import short_of_bar
 from optax_ramda.experiments._tasks import TASKS
 from optax_ramda.experiments._train import Trainer
 
 # The grids: λ per regularized method, η as factors of the paper's (the same
-# for every method; a method whose choice sits at the largest factor gets the
-# next one too, by a second call with ``--lr-factors 30``).
+# for every method). The grid-extension rule (:mod:`~._grid_rule`) applies as
+# in the main job's sweep: while a choice sits at an end, the value beyond it
+# runs too, by a further call (``--lr-factors 30``, ``--reg 3e-3``); every
+# search prints what the rule still asks for, and the committed records leave
+# nothing (tests/test_calibrate.py).
 LM_REG_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
 LM_LR_FACTORS = (1.0, 3.0, 10.0)
 NUCLEAR_REG_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out) as f:
       records = [json.loads(line) for line in f if line.strip()]
     print(markdown_table(records, key, tol))
+    _print_pending(records, key, tol)
     for name, r in choose(records, key, tol).items():
       print(
         f'  ("{search.task}", "{name}"): ({r["reg_strength"]:g}, '
@@ -217,11 +222,24 @@ def main(argv: list[str] | None = None) -> int:
             },
             flush=True,
           )
+  _print_pending(records, key, tol)
   for name, r in choose(records, key, tol).items():
     print(
       f'  ("{task.name}", "{name}"): ({r["reg_strength"]:g}, {r["learning_rate"]:g}),'
     )
   return 0
+
+
+def _print_pending(records: list[dict[str, Any]], key: str, tol: float) -> None:
+  """What the grid-extension rule still asks for, as the calls that run it."""
+  chosen, short = choose(records, key, tol), short_of_bar(records, key, tol)
+  for name, axis, value in _grid_rule.pending(chosen, records, short):
+    flag = (
+      f"--lr-factors {value / METHODS[name].learning_rate:.3g}"
+      if axis == "learning_rate"
+      else f"--reg {value:g}"
+    )
+    print(f"grid rule: {name}'s choice sits at an end: run --optimizer {name} {flag}")
 
 
 if __name__ == "__main__":

@@ -244,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument(
     "--solver",
     choices=("pg", "exact"),
-    default="pg",
-    help="subproblem solver of ramda and proxgen (default: pg, the paper's)",
+    default="exact",
+    help="subproblem solver of ramda and proxgen (default: exact, the library's; "
+    "pg is the paper's)",
   )
   parser.add_argument(
     "--train-subset",

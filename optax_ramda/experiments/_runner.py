@@ -12,7 +12,9 @@ multi-process job prints and writes.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import shlex
 import time
 from collections.abc import Sequence
@@ -237,6 +239,13 @@ def run(args: argparse.Namespace, argv: Sequence[str], error: Error) -> int:
         params=False,
         sweep=sweeps,
       )
+      # One record per run, named by its task (docs/calibration/digits.jsonl).
+      with open(os.path.join(args.out, "records.jsonl"), "w") as f:
+        for entry in sweeps:
+          for record in entry["runs"]:
+            line = {"setting": record["task"]} | record
+            line.pop("task")
+            f.write(json.dumps(line) + "\n")
   else:
     runs, summaries, tables, curves = compare(args, plans, lrs, momenta, is_main)
     extra: dict[str, Any] = {}

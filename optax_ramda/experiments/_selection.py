@@ -3,7 +3,8 @@
 Two rules, each applied to validation numbers only (never to a test split):
 
 * the main job's (:func:`summarize`, over a λ × η sweep's runs, mean over
-  seeds): the *front* of a method is, per λ, its best-η point; its
+  seeds; magnitude pruning's target sparsity is its λ, and its schedule a
+  third axis): the *front* of a method is, per λ, its best-η point; its
   *calibrated point* is its sparsest point whose mean validation accuracy is
   within :data:`CALIBRATION_TOLERANCE` of the best dense reference's (ties:
   the more accurate), else its sparsest point within that tolerance of its own
@@ -33,16 +34,26 @@ TOLERANCES = (0.005, 0.01)
 CALIBRATION_TOLERANCE = 0.01
 
 
+def _key(run: dict[str, Any]) -> tuple[Any, ...]:
+  """A grid point: optimizer, λ, η and (magnitude pruning's) schedule."""
+  return (
+    run["optimizer"],
+    run["reg_strength"],
+    run["learning_rate"],
+    run.get("schedule"),
+  )
+
+
 def _aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Per (optimizer, λ, η): mean/std over seeds of every recorded number."""
-  groups: dict[tuple[str, float, float], list[dict[str, Any]]] = {}
+  groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
   for run in runs:
-    key = (run["optimizer"], run["reg_strength"], run["learning_rate"])
-    groups.setdefault(key, []).append(run)
+    groups.setdefault(_key(run), []).append(run)
   points = []
-  for (name, reg, lr), members in groups.items():
+  for (name, reg, lr, schedule), members in groups.items():
     point: dict[str, Any] = {"optimizer": name, "reg_strength": reg}
     point["learning_rate"] = lr
+    point["schedule"] = schedule
     for metric in ("val_accuracy", "group_sparsity", "prox_group_sparsity"):
       point[metric] = mean_std([m[metric] for m in members])
     point["test_accuracy"] = mean_std([m["test_accuracy"] for m in members])
@@ -53,7 +64,9 @@ def _aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _validation_view(point: dict[str, Any]) -> dict[str, Any]:
   """What selection may read of a point: no test accuracy."""
   keys = ("optimizer", "reg_strength", "learning_rate", "val_accuracy")
-  return {k: point[k] for k in (*keys, "group_sparsity")}
+  return {k: point[k] for k in (*keys, "group_sparsity")} | {
+    "schedule": point.get("schedule")
+  }
 
 
 def _score(point: dict[str, Any]) -> float:
@@ -121,10 +134,7 @@ def _full(points: list[dict[str, Any]], view: dict[str, Any] | None) -> Any:
   """The full point (with its test accuracy) behind a chosen validation view."""
   if view is None:
     return None
-  key = (view["optimizer"], view["reg_strength"], view["learning_rate"])
-  return next(
-    p for p in points if (p["optimizer"], p["reg_strength"], p["learning_rate"]) == key
-  )
+  return next(p for p in points if _key(p) == _key(view))
 
 
 def summarize(runs: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
@@ -136,8 +146,10 @@ def summarize(runs: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any
     names: the optimizers, in table order.
 
   Returns:
-    ``{"points", "best_dense", "dense", "fronts", "table", "calibrated"}``;
-    the chosen points carry their test accuracy, looked up after choosing.
+    ``{"points", "short", "best_dense", "dense", "fronts", "table",
+    "calibrated"}`` ("short": the regularized methods with no point within
+    the tolerance of the best dense reference); the chosen points carry their
+    test accuracy, looked up after choosing.
   """
   points = _aggregate(runs)
   reference = best_dense(points)
@@ -154,8 +166,16 @@ def summarize(runs: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any
     else:
       dense[name] = _full(points, calibrated_point(points, name, None))
     calibrated[name] = _full(points, calibrated_point(points, name, target))
+  short = [
+    n
+    for n in names
+    if METHODS[n].regularized
+    and target is not None
+    and _score(calibrated[n]) < target - CALIBRATION_TOLERANCE - 1e-12
+  ]
   return {
     "points": points,
+    "short": short,
     "best_dense": _full(points, reference),
     "dense": dense,
     "fronts": fronts,
@@ -210,3 +230,22 @@ def choose(records: list[dict[str, Any]], key: str, tol: float) -> dict[str, Any
       )
     chosen[name] = best
   return chosen
+
+
+def short_of_bar(records: list[dict[str, Any]], key: str, tol: float) -> list[str]:
+  """The regularized methods of a search with no run within the tolerance of
+  the dense reference's best (:func:`choose` gave them their best-quality run)."""
+  lm = key == "group_sparsity" and "val_perplexity" in records[0]
+  dense = [r for r in records if not METHODS[r["optimizer"]].regularized]
+  if lm:
+    best = min(r["val_perplexity"] for r in dense if np.isfinite(r["val_perplexity"]))
+    ok = lambda r: r["val_perplexity"] <= (1 + tol) * best  # noqa: E731
+  else:
+    best = max(r["accuracy"] for r in dense if np.isfinite(r["accuracy"]))
+    ok = lambda r: r["accuracy"] >= best - tol  # noqa: E731
+  names = dict.fromkeys(r["optimizer"] for r in records)
+  return [
+    n
+    for n in names
+    if METHODS[n].regularized and not any(ok(r) for r in records if r["optimizer"] == n)
+  ]

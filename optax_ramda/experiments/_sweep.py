@@ -5,6 +5,10 @@ a grid: for a regularized method every (λ, η) of its λ grid (log-spaced, wide
 enough to go from no zero group to most of them) and its η grid (the paper's
 η times :data:`LR_FACTORS`), for a dense reference every η. Every point runs
 over several seeds with the main job's schedule and budget.
+Magnitude pruning sweeps its target sparsity in λ's place and, as a third
+axis, the schedules of :func:`~._pruning.schedule_grid`. The default grids
+then grow by the grid-extension rule (:mod:`~._grid_rule`) until no choice
+sits at an end it would extend; a grid given by flag is taken as given.
 
 Selection never sees the test split. The training examples are split once
 (:func:`validation_split`): the runs train on the first part and are scored on
@@ -39,7 +43,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_ramda.experiments import _optimizers, _selection, _sweep_report
+from optax_ramda.experiments import (
+  _grid_rule,
+  _optimizers,
+  _pruning,
+  _selection,
+  _sweep_report,
+)
 from optax_ramda.experiments._data import Dataset
 from optax_ramda.experiments._data import validation_split as validation_split
 from optax_ramda.experiments._optimizers import METHODS, Method
@@ -52,39 +62,45 @@ VAL_FRACTION = 0.2
 # The η grid: the paper's η times these factors.
 LR_FACTORS = (1 / 3, 1.0, 3.0, 10.0)
 # Default λ grids: per (task, method), the ends of a log-spaced grid of POINTS
-# values, set from a one-seed pilot over λ = 1e-5 ... 0.3 at the paper's η so
+# values, set from a one-seed pilot over λ = 1e-5, 3e-5, ..., 0.3 at the
+# paper's η with the exact solver (the command is in docs/calibration.md) so
 # that each grid runs from (nearly) no zero group to most groups zero, with its
-# points where the sparsity changes. Other tasks use DEFAULT_RANGE.
+# points where the sparsity changes; the grid-extension rule (:mod:`~._grid_rule`)
+# carries a grid on where a choice sits at its end. Other tasks use
+# DEFAULT_RANGE.
 REG_RANGES: dict[tuple[str, str], tuple[float, float]] = {
-  ("logreg", "ramda"): (1e-5, 3e-2),
-  ("logreg", "rmda"): (1e-3, 5e-2),
+  ("logreg", "ramda"): (1e-5, 2e-2),
+  ("logreg", "rmda"): (3e-3, 3e-2),
   ("logreg", "proxgen"): (1e-4, 5e-2),
-  ("logreg", "prox_sgd"): (1e-3, 5e-2),
-  ("logreg", "proxssi"): (1e-4, 5e-2),
-  ("mlp", "ramda"): (1e-5, 1e-2),
-  ("mlp", "rmda"): (5e-4, 2e-2),
-  ("mlp", "proxgen"): (3e-5, 1e-2),
-  ("mlp", "prox_sgd"): (5e-4, 2e-2),
-  ("mlp", "proxssi"): (3e-5, 1e-2),
-  ("cnn", "ramda"): (3e-5, 1e-2),
-  ("cnn", "rmda"): (5e-4, 3e-2),
-  ("cnn", "proxgen"): (1e-4, 2e-2),
-  ("cnn", "prox_sgd"): (5e-4, 3e-2),
-  ("cnn", "proxssi"): (1e-4, 2e-2),
+  ("logreg", "prox_sgd"): (3e-3, 3e-2),
+  ("logreg", "proxssi"): (1e-4, 1.5e-2),
+  ("mlp", "ramda"): (3e-5, 5e-3),
+  ("mlp", "rmda"): (1e-3, 1e-2),
+  ("mlp", "proxgen"): (3e-5, 5e-3),
+  ("mlp", "prox_sgd"): (1e-3, 1e-2),
+  ("mlp", "proxssi"): (1e-5, 1e-3),
+  ("cnn", "ramda"): (1e-4, 5e-3),
+  ("cnn", "rmda"): (1e-3, 2e-2),
+  ("cnn", "proxgen"): (3e-4, 1.5e-2),
+  ("cnn", "prox_sgd"): (1e-3, 2e-2),
+  ("cnn", "proxssi"): (1e-4, 3e-3),
 }
 DEFAULT_RANGE = (1e-5, 3e-2)
 POINTS = 8
 
 
 def reg_grid(task: str, name: str) -> tuple[float, ...]:
-  """The default λ grid of a regularized method on a task (log-spaced).
+  """The default λ grid of a regularized method on a task (log-spaced; for
+  magnitude pruning, its target sparsities :data:`~._pruning.TARGETS`).
 
   Examples:
     >>> from optax_ramda.experiments._sweep import POINTS, reg_grid
     >>> grid = reg_grid("logreg", "ramda")
-    >>> len(grid) == POINTS and grid[0] == 1e-5 and grid[-1] == 0.03
+    >>> len(grid) == POINTS and grid[0] == 1e-5 and grid[-1] == 0.02
     True
   """
+  if name == "magnitude":
+    return _pruning.TARGETS
   low, high = REG_RANGES.get((task, name), DEFAULT_RANGE)
   return tuple(float(f"{v:.3g}") for v in np.geomspace(low, high, POINTS))
 
@@ -185,46 +201,51 @@ def sweep(
     if regs is None:
       regs = reg_grid(task.name, name)
     regs = regs if method.regularized else (0.0,)
-    settings = _optimizers.settings(
-      method,
-      total_steps=total_steps,
-      stages=stages,
-      decay=decay,
-      reg_strength=regs[0],
-      solver=solver,
-      learning_rate=lrs[0],
-    )
-    trainer = Trainer(task, fit, method, settings, batch_size)
-    test_accuracy = jax.jit(
-      lambda p, trainer=trainer: jnp.mean(
-        jnp.argmax(trainer.logits(p, x_test), -1) == y_test
+    magnitude = name == "magnitude"
+    for schedule in _pruning.schedule_grid(task.name) if magnitude else (None,):
+      settings = _optimizers.settings(
+        method,
+        total_steps=total_steps,
+        stages=stages,
+        decay=decay,
+        reg_strength=regs[0],
+        solver=solver,
+        learning_rate=lrs[0],
+        schedule=None if schedule is None else _pruning.SCHEDULES[schedule],
       )
-    )
-    for reg in regs:
-      for lr in lrs:
-        trainer.set_hyperparameters(learning_rate=lr, reg_strength=reg)
-        for seed in range(seeds):
-          if progress is not None:
-            progress.start(f"{task.name}/{name} λ={reg:g} η={lr:g} seed {seed}")
-          result = trainer.run(seed, epochs, every_epoch=False, prune=False)
-          record = {
-            "task": task.name,
-            "optimizer": name,
-            "reg_strength": reg,
-            "learning_rate": lr,
-            "momentum": trainer.settings.momentum,
-            "seed": seed,
-            "train_loss": result.final["train_loss"],
-            "val_accuracy": result.final["accuracy"],
-            "group_sparsity": result.final["group_sparsity"],
-            "prox_group_sparsity": result.final["prox_group_sparsity"],
-            "test_accuracy": float(test_accuracy(result.params)),
-          }
-          records.append(record)
-          if on_run is not None:
-            on_run(record)
-          if progress is not None:
-            progress.done()
+      trainer = Trainer(task, fit, method, settings, batch_size)
+      test_accuracy = jax.jit(
+        lambda p, trainer=trainer: jnp.mean(
+          jnp.argmax(trainer.logits(p, x_test), -1) == y_test
+        )
+      )
+      for reg in regs:
+        for lr in lrs:
+          trainer.set_hyperparameters(learning_rate=lr, reg_strength=reg)
+          for seed in range(seeds):
+            if progress is not None:
+              where = f"λ={reg:g} η={lr:g}" + (f" {schedule}" if schedule else "")
+              progress.start(f"{task.name}/{name} {where} seed {seed}")
+            result = trainer.run(seed, epochs, every_epoch=False, prune=False)
+            record = {
+              "task": task.name,
+              "optimizer": name,
+              "reg_strength": reg,
+              "learning_rate": lr,
+              **({"schedule": schedule} if magnitude else {}),
+              "momentum": trainer.settings.momentum,
+              "seed": seed,
+              "train_loss": result.final["train_loss"],
+              "val_accuracy": result.final["accuracy"],
+              "group_sparsity": result.final["group_sparsity"],
+              "prox_group_sparsity": result.final["prox_group_sparsity"],
+              "test_accuracy": float(test_accuracy(result.params)),
+            }
+            records.append(record)
+            if on_run is not None:
+              on_run(record)
+            if progress is not None:
+              progress.done()
   return records
 
 
@@ -252,8 +273,16 @@ def run_sweep(
       return ()
     return grids[name][0] or reg_grid(task, name)
 
+  def default(name: str, regs: Any, lrs: tuple[float, ...]) -> bool:
+    return (regs is None or not METHODS[name].regularized) and lrs == lr_grid(
+      METHODS[name]
+    )
+
+  def schedules(task: Task, name: str) -> int:
+    return len(_pruning.schedule_grid(task.name)) if name == "magnitude" else 1
+
   total = sum(
-    args.seeds * len(lrs) * max(len(regs(p.task.name, n)), 1)
+    args.seeds * len(lrs) * max(len(regs(p.task.name, n)), 1) * schedules(p.task, n)
     for n, (_, lrs) in grids.items()
     for p in plans
   )
@@ -262,20 +291,43 @@ def run_sweep(
   for plan in plans:
     task = plan.task
     title = f"{task.name} on {plan.data.name}"
-    runs = sweep(
-      task,
-      plan.data,
-      grids,
-      seeds=args.seeds,
-      epochs=plan.epochs,
-      batch_size=plan.batch_size,
-      stages=args.stages,
-      decay=args.decay,
-      solver=args.solver,
-      val_fraction=args.val_fraction,
-      progress=progress,
-    )
+
+    def train(grids: dict[str, Any], plan=plan) -> list[dict[str, Any]]:
+      return sweep(
+        plan.task,
+        plan.data,
+        grids,
+        seeds=args.seeds,
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        stages=args.stages,
+        decay=args.decay,
+        solver=args.solver,
+        val_fraction=args.val_fraction,
+        progress=progress,
+      )
+
+    runs = train(grids)
     result = _selection.summarize(runs, list(grids))
+    # The grid-extension rule, on the grids left at their defaults (a grid
+    # given by flag is taken as given).
+    extend = {n for n, (r, lrs) in grids.items() if default(n, r, lrs)}
+    while todo := _grid_rule.pending(
+      {n: v for n, v in result["calibrated"].items() if n in extend},
+      runs,
+      short=result["short"],
+    ):
+      for name, axis, value in todo:
+        # The new value at every value of the method's other axis.
+        mine = [r for r in runs if r["optimizer"] == name]
+        tried_regs = tuple(sorted({r["reg_strength"] for r in mine}))
+        tried_lrs = tuple(sorted({r["learning_rate"] for r in mine}))
+        new = (
+          ((value,), tried_lrs) if axis == "reg_strength" else (tried_regs, (value,))
+        )
+        progress.add(args.seeds * len(new[0]) * len(new[1]) * schedules(task, name))
+        runs += train({name: new})
+      result = _selection.summarize(runs, list(grids))
     fronts[title] = result
     texts.append(_sweep_report.table(title, result))
     texts.append(
@@ -300,10 +352,10 @@ def run_sweep(
         "batch_size": plan.batch_size,
         "grids": {
           n: {
-            "reg_strength": list(regs(task.name, n)),
-            "learning_rate": list(lrs),
+            k: sorted({r[k] for r in runs if r["optimizer"] == n})
+            for k in ("reg_strength", "learning_rate")
           }
-          for n, (_, lrs) in grids.items()
+          for n in grids
         },
         **result,
         "runs": runs,

@@ -18,7 +18,8 @@ def _pct(stat: dict[str, Any] | None) -> str:
 
 def table(title: str, summary: dict[str, Any]) -> str:
   """The Markdown table of one task's sweep: per tolerance and method, the
-  sparsest point within it, with λ, η, validation and test accuracy."""
+  sparsest point within it, with λ (magnitude pruning: its target sparsity), η
+  (and its schedule), validation and test accuracy."""
   reference = summary["best_dense"]
   lines = [f"**{title}: λ × η sweep**", ""]
   if reference is None:
@@ -51,9 +52,10 @@ def table(title: str, summary: dict[str, Any]) -> str:
             f"| {_pct(best['test_accuracy'])} |"
           )
           continue
+        schedule = f" ({point['schedule']})" if point.get("schedule") else ""
         lines.append(
           f"| {label} | {tolerance} pt | {point['reg_strength']:g} "
-          f"| {point['learning_rate']:g} | {_pct(point['group_sparsity'])} "
+          f"| {point['learning_rate']:g}{schedule} | {_pct(point['group_sparsity'])} "
           f"| {_pct(point['val_accuracy'])} | {_pct(point['test_accuracy'])} |"
         )
   return "\n".join(lines)
@@ -70,6 +72,10 @@ def calibrated_lines(task: str, summary: dict[str, Any]) -> list[str]:
       f"{100 * point['group_sparsity']['mean']:.2f} %"
     )
     lines.append(f'  ("{task}", "{name}"): ({reg:g}, {point["learning_rate"]:g}),')
+    if point.get("schedule"):
+      lines.append(
+        f'  # _pruning.CALIBRATED_SCHEDULES["{task}"] = "{point["schedule"]}"'
+      )
   return lines
 
 

@@ -36,6 +36,7 @@ sums them over the epochs of the final stage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -240,11 +241,7 @@ class Trainer:
       None if test is None else (self._replicate(test[0]), self._replicate(test[1]))
     )
     self.export_report: Any = None
-    # Donation lets XLA update params and state in place; the outputs keep the
-    # inputs' replicated layout, so each step feeds the next.
-    self._step = jax.jit(
-      self._step_fn, donate_argnums=(0, 1), out_shardings=self._replicated
-    )
+    self._step = self._jit_step()
     # Fresh buffers: a state may alias the params (MADGRAD keeps x0 = params),
     # and the train step donates both.
     self._init_state = jax.jit(
@@ -255,14 +252,29 @@ class Trainer:
     self._prox = jax.jit(oxr.prox_iterate, out_shardings=self._replicated)
     self._compiled: Any = None
 
+  def _jit_step(self) -> Any:
+    """The train step, jitted afresh with the current settings bound.
+
+    A fresh ``partial`` has its own trace cache, so a method whose strength is
+    static (magnitude pruning's target) gets a step built with the new value.
+    Donation lets XLA update params and state in place; the outputs keep the
+    inputs' replicated layout, so each step feeds the next.
+    """
+    return jax.jit(
+      functools.partial(self._step_fn, self.settings),
+      donate_argnums=(0, 1),
+      out_shardings=self._replicated,
+    )
+
   def _hyperparameters(self, settings: Settings) -> dict[str, jax.Array]:
-    return {
-      "learning_rate": self._replicate(np.float32(settings.learning_rate)),
-      "reg_strength": self._replicate(np.float32(settings.reg_strength)),
-    }
+    hyper = {"learning_rate": self._replicate(np.float32(settings.learning_rate))}
+    if not self.method.static_strength:
+      hyper["reg_strength"] = self._replicate(np.float32(settings.reg_strength))
+    return hyper
 
   def set_hyperparameters(self, *, learning_rate: float, reg_strength: float) -> None:
-    """Sets η and λ of later runs; the compiled step is reused.
+    """Sets η and λ of later runs; the compiled step is reused (except for a
+    new static strength, which compiles a new one).
 
     Args:
       learning_rate: η of the first stage, > 0.
@@ -275,10 +287,16 @@ class Trainer:
       )
     if not self.method.regularized:
       reg_strength = 0.0
+    recompile = (
+      self.method.static_strength and reg_strength != self.settings.reg_strength
+    )
     self.settings = dataclasses.replace(
       self.settings, learning_rate=learning_rate, reg_strength=reg_strength
     )
     self._hyper = self._hyperparameters(self.settings)
+    if recompile:
+      self.tx = self.method.make(self.settings, self.specs)
+      self._step, self._compiled = self._jit_step(), None
 
   def _replicate(self, value: Any) -> jax.Array:
     """A copy of a host array on every device of the mesh."""
@@ -300,10 +318,11 @@ class Trainer:
   def _loss(self, params, x, y):
     return self.task.loss(self.logits(params, x), y)
 
-  def _step_fn(self, params, opt_state, x, y, idx, hyper):
+  def _step_fn(self, settings, params, opt_state, x, y, idx, hyper):
     loss, grads = jax.value_and_grad(self._loss)(params, x[idx], y[idx])
-    # The same optimizer as self.tx, with η and λ traced (same state layout).
-    tx = self.method.make(dataclasses.replace(self.settings, **hyper), self.specs)
+    # The same optimizer as self.tx, with η (and λ unless static) traced (same
+    # state layout).
+    tx = self.method.make(dataclasses.replace(settings, **hyper), self.specs)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
