@@ -7,6 +7,7 @@ pieces of that pattern, and the numerical building blocks the optimizers share
 (the copy that may be donated, the cube root, Adam's moments), live here.
 """
 
+import numbers
 import sys
 import warnings
 from collections.abc import Callable
@@ -27,8 +28,8 @@ def warn_madgrad_momentum(momentum: Any) -> None:
   there is 0.1 here). A value in (0.5, 1) almost switches the averaging off
   (c = 1 from the ramp's second step), which c₀ = 1 does deliberately.
   """
-  if callable(momentum):
-    return
+  if not isinstance(momentum, numbers.Real):  # A schedule, or an array that
+    return  # optax.inject_hyperparams feeds in (traced under jit).
   c0 = float(momentum)
   if 0.5 < c0 < 1:
     warnings.warn(
