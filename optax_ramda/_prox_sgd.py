@@ -88,6 +88,7 @@ def scale_by_prox_sgd(
       state.reg_strength,
       lambda: _target.chosen_reg_strength(
         target,
+        state.count,
         state.reg_strength,
         lr,
         specs,

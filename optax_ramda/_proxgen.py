@@ -108,6 +108,7 @@ def scale_by_proxgen(
       state.reg_strength,
       lambda: _target.chosen_reg_strength(
         target,
+        state.count,
         state.reg_strength,
         lr,
         specs,

@@ -170,6 +170,7 @@ def scale_by_ramda(
       state.reg_strength,
       lambda: _target.chosen_reg_strength(
         target,
+        count,
         state.reg_strength,
         alpha,
         specs,

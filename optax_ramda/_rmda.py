@@ -134,6 +134,7 @@ def scale_by_rmda(
       state.reg_strength,
       lambda: _target.chosen_reg_strength(
         target,
+        count,
         state.reg_strength,
         alpha / sqrt_k,
         specs,

@@ -46,7 +46,7 @@ class TargetSparsity:
       on it is held. ``None``: the optimizer's last milestone.
   """
 
-  target: float
+  target: float | optax.Schedule
   until: int | None = None
 
   def resolve(self, milestones: Sequence[int], optimizer: str) -> TargetSparsity:
@@ -66,7 +66,9 @@ class TargetSparsity:
     )
 
 
-def target_sparsity(target: float, *, until: int | None = None) -> TargetSparsity:
+def target_sparsity(
+  target: float | optax.Schedule, *, until: int | None = None
+) -> TargetSparsity:
   r"""A target sparsity, to pass as `reg_strength` instead of λ.
 
   Each optimizer then chooses λ itself, from one global weighted quantile over
@@ -110,7 +112,9 @@ def target_sparsity(target: float, *, until: int | None = None) -> TargetSparsit
   groups themselves count as never zero, as the solvers keep them.
 
   Args:
-    target: s ∈ [0, 1), the weighted fraction of the regularized groups to zero.
+    target: s ∈ [0, 1), the weighted fraction of the regularized groups to
+      zero; or a schedule of the step count (for example
+      ``optax.linear_schedule(0.0, 0.5, N)``), to raise it gradually.
     until: N ≥ 1, the number of updates during which λ follows the target.
       ``None`` (default): the optimizer's last milestone (:func:`ramda`,
       :func:`rmda`); optimizers without milestones need it.
@@ -146,11 +150,13 @@ def target_sparsity(target: float, *, until: int | None = None) -> TargetSparsit
     0.625
     >>> lam = float(oxr.reg_strength(state))  # rerun with reg_strength=lam
   """
-  if isinstance(target, bool) or not isinstance(target, numbers.Real):
+  if callable(target):  # A schedule of the step count, checked where it runs.
+    pass
+  elif isinstance(target, bool) or not isinstance(target, numbers.Real):
     raise ValueError(
       f"target_sparsity: `target` must be a float in [0, 1), got {target!r}."
     )
-  if not 0 <= float(target) < 1:
+  elif not 0 <= float(target) < 1:
     raise ValueError(
       f"target_sparsity: `target` must lie in [0, 1), got {target!r} (1 would "
       "zero every regularized group)."
@@ -162,7 +168,8 @@ def target_sparsity(target: float, *, until: int | None = None) -> TargetSparsit
       f"target_sparsity: `until` must be an integer >= 1 (a number of updates) "
       f"or None, got {until!r}."
     )
-  return TargetSparsity(float(target), None if until is None else int(until))
+  target = target if callable(target) else float(target)
+  return TargetSparsity(target, None if until is None else int(until))
 
 
 def resolve(
@@ -254,7 +261,7 @@ def leaf_scores(
   return _resharded(scores.ravel())
 
 
-def _quantile(scores: jax.Array, sizes: np.ndarray, need: int) -> jax.Array:
+def _quantile(scores: jax.Array, sizes: np.ndarray, need: Any) -> jax.Array:
   """The smallest score s with Σ sizes[scores ≤ s] ≥ need (need ≥ 1)."""
   keys, weights = lax.sort((scores, jnp.asarray(sizes)), num_keys=1)
   first = jnp.searchsorted(jnp.cumsum(weights), need, side="left")
@@ -309,6 +316,7 @@ def reg_strength_for(
 
 def chosen_reg_strength(
   target: Any,
+  count: jax.Array,
   previous: jax.Array,
   scale: jax.Array,
   specs: Any,
@@ -319,6 +327,7 @@ def chosen_reg_strength(
 
   Args:
     target: the resolved :class:`TargetSparsity`.
+    count: the updates applied so far (for a scheduled target).
     previous: λ of the last update, kept when the quantile is not finite.
     scale: τ = scale·λ in this optimizer's step.
     specs: the resolved spec tree.
@@ -338,16 +347,22 @@ def chosen_reg_strength(
   ]
   layouts = [_layout(spec, tuple(args[0].shape)) for spec, args in leaves]
   sizes = np.concatenate([np.full(lay.groups, lay.size, np.int32) for lay in layouts])
+  total = int(sizes.sum())
   # The fraction as the float it is (0.1 is a hair above 1/10): a tolerance far
   # below one group, so that s·N landing on an integer asks for that integer.
-  need = math.ceil(target.target * int(sizes.sum()) - 1e-6)
-  if need <= 0:
-    return jnp.zeros_like(previous)
+  if callable(target.target):
+    fraction = jnp.asarray(target.target(count), jnp.float32)
+    need: Any = jnp.ceil(fraction * total - 1e-6 * max(total, 1)).astype(jnp.int32)
+  else:
+    need = math.ceil(target.target * total - 1e-6)
+    if need <= 0:
+      return jnp.zeros_like(previous)
   parts = [scores(spec, *args) for spec, args in leaves]
   dtype = jnp.result_type(*parts)
   tau = _quantile(jnp.concatenate([p.astype(dtype) for p in parts]), sizes, need)
   tau = tau * (1 + _MARGIN_ULPS * jnp.finfo(dtype).eps)
   lam = (tau / scale).astype(previous.dtype)
+  lam = jnp.where(need > 0, lam, 0)  # A target of 0: no zero groups asked for.
   return jnp.where(jnp.isfinite(lam), lam, previous)
 
 

@@ -232,6 +232,25 @@ def test_nuclear_leaves_count_singular_values(x64):
       assert weight - 3 < 18 or weight - 6 < 18
 
 
+def test_a_scheduled_target_asks_for_its_value_at_each_step():
+  """Hand counts on six equal groups: s_t = 0, 1/6, 2/6, 3/6 zero 0, 1, 2, 3 rows."""
+  schedule = optax.linear_schedule(0.0, 0.5, 3)
+  tx = oxr.prox_sgd(
+    0.1,
+    reg_strength=oxr.target_sparsity(schedule, until=10),
+    regularizer=EQUAL_SPECS,
+  )
+  params = _params(EQUAL_SHAPES, dtype=np.float32)
+  state, step = tx.init(params), jax.jit(tx.update)
+  grads = _grads(EQUAL_SHAPES, 5, dtype=np.float32)
+  for expected, g in zip([0, 1, 2, 3, 3], grads, strict=True):
+    updates, state = step(g, state, params)
+    params = optax.apply_updates(params, updates)
+    zero_rows = np.all(np.asarray(params["kernel"]) == 0, axis=1)
+    assert int(zero_rows.sum()) == expected
+  assert float(oxr.reg_strength(state)) > 0
+
+
 def test_non_finite_gradients_do_not_poison_lambda():
   """A NaN group counts as never zero; an all-NaN step keeps the previous λ."""
   specs = {"kernel": oxr.group_lasso(axes=(1,))}

@@ -256,10 +256,10 @@ class Trainer:
     self._compiled: Any = None
 
   def _hyperparameters(self, settings: Settings) -> dict[str, jax.Array]:
-    return {
-      "learning_rate": self._replicate(np.float32(settings.learning_rate)),
-      "reg_strength": self._replicate(np.float32(settings.reg_strength)),
-    }
+    hyper = {"learning_rate": self._replicate(np.float32(settings.learning_rate))}
+    if not isinstance(settings.reg_strength, oxr.TargetSparsity):  # Else chosen.
+      hyper["reg_strength"] = self._replicate(np.float32(settings.reg_strength))
+    return hyper
 
   def set_hyperparameters(self, *, learning_rate: float, reg_strength: float) -> None:
     """Sets η and λ of later runs; the compiled step is reused.
@@ -449,6 +449,8 @@ class Trainer:
         else float("nan")
       )
     final["params"] = float(sum(np.size(x) for x in jax.tree.leaves(host_params)))
+    if isinstance(self.settings.reg_strength, oxr.TargetSparsity):
+      final["reg_strength"] = float(oxr.reg_strength(opt_state))  # The λ chosen.
     finite = all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_params))
     # A diverged run has no function to preserve: nothing to export.
     self.export_report = None
