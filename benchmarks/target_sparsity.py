@@ -31,7 +31,7 @@ METHODS = ("ramda", "rmda", "proxgen", "prox_sgd", "proxssi")
 
 
 def train(
-  name: str, target: float, seed: int, epochs: int, hold: str, ramp: bool
+  name: str, target: float, seed: int, epochs: int, hold: str, ramp: str | None
 ) -> dict[str, Any]:
   """One run; returns per-step λ and sparsities and the final metrics.
 
@@ -40,7 +40,8 @@ def train(
   stage before it), ``"epoch"`` (the mean over its last epoch), or
   ``"follow"`` (never held). The other rules run the fixed-λ optimizer at that
   λ from the same state, which is what the library's held stage computes.
-  `ramp` raises the target along Zhu & Gupta's cubic over the first stage.
+  `ramp` raises the target along Zhu & Gupta's cubic until the first
+  milestone (``"first"``) or the last (``"last"``); ``None``: constant.
   """
   task = next(t for t in CLASSIFIERS if t.name == "mlp")
   data = task.prepared(_data.digits())
@@ -54,8 +55,9 @@ def train(
   marks = _optimizers.milestones(total, 3)
   _, lr = _optimizers.CALIBRATED[("mlp", name)]
   goal: Any = target
-  if ramp:  # s_t = S (1 − (1 − t/T)³) over the first stage of T steps.
-    goal = optax.polynomial_schedule(0.0, target, 3, marks[0])
+  if ramp:  # s_t = S (1 − (1 − t/T)³) over the first T steps.
+    ends = marks[0] if ramp == "first" else marks[-1]
+    goal = optax.polynomial_schedule(0.0, target, 3, ends)
 
   def make(reg_strength):
     settings = _optimizers.settings(
@@ -118,7 +120,9 @@ def train(
   }
 
 
-def plot(runs: dict[str, dict[str, Any]], target: float, ramp: bool, path: str) -> None:
+def plot(
+  runs: dict[str, dict[str, Any]], target: float, ramp: str | None, path: str
+) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
@@ -137,7 +141,7 @@ def plot(runs: dict[str, dict[str, Any]], target: float, ramp: bool, path: str) 
   top.set_ylabel("λ chosen")
   bottom.set_ylabel("group sparsity (%)")
   bottom.set_xlabel("step (dashed: milestones; λ held from the last)")
-  goal = f"cubic ramp to {target:g} by the 1st milestone" if ramp else f"{target:g}"
+  goal = f"cubic ramp to {target:g} by the {ramp} milestone" if ramp else f"{target:g}"
   top.set_title(f"digits mlp, target {goal}: solid Ŵ, dotted weights", fontsize=10)
   top.legend(fontsize=8, ncol=3)
   fig.tight_layout()
@@ -155,7 +159,13 @@ def main() -> None:
   parser.add_argument(
     "--hold", choices=("last", "stage", "epoch", "follow"), default="last"
   )
-  parser.add_argument("--ramp", action="store_true", help="cubic target ramp")
+  parser.add_argument(
+    "--ramp",
+    nargs="?",
+    const="first",
+    choices=("first", "last"),
+    help="cubic target ramp until the first (default) or the last milestone",
+  )
   args = parser.parse_args()
   runs = {}
   for name in args.methods:
