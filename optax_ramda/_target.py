@@ -41,7 +41,8 @@ class TargetSparsity:
   """A target weighted group sparsity in place of λ; build one with :func:`target_sparsity`.
 
   Attributes:
-    target: s ∈ [0, 1), the weighted fraction of the regularized groups to zero.
+    target: s ∈ [0, 1), the weighted fraction of the regularized groups to
+      zero, or a schedule of the step count giving it.
     until: the number of updates during which λ follows the target; from then
       on it is held. ``None``: the optimizer's last milestone.
   """
@@ -111,6 +112,13 @@ def target_sparsity(
   fraction 1 − `target` of the weights) keeps the previous λ; the non-finite
   groups themselves count as never zero, as the solvers keep them.
 
+  .. tip::
+    A constant target asks for the whole sparsity from the first update, on an
+    untrained model; on networks, raise it gradually, for example along Zhu &
+    Gupta's cubic ``optax.polynomial_schedule(0.0, s, 3, until)`` (on digits
+    mlp, RMDA at s = 0.5 reached 19 % test accuracy with a constant target and
+    95 % with that ramp). See docs/target_sparsity.md.
+
   Args:
     target: s ∈ [0, 1), the weighted fraction of the regularized groups to
       zero; or a schedule of the step count (for example
@@ -149,6 +157,11 @@ def target_sparsity(
     >>> float(oxr.sparsity(oxr.prox_iterate(state), groups)["group_sparsity"])
     0.625
     >>> lam = float(oxr.reg_strength(state))  # rerun with reg_strength=lam
+
+  References:
+    Zhu & Gupta, `To prune, or not to prune: exploring the efficacy of pruning
+    for model compression <https://arxiv.org/abs/1710.01878>`_, 2017 (the
+    cubic sparsity schedule).
   """
   if callable(target):  # A schedule of the step count, checked where it runs.
     pass
