@@ -296,6 +296,27 @@ def test_reader_and_wrappers():
     oxr.reg_strength((plain_state, plain_state))
 
 
+def test_pmap_equals_jit():
+  """Under pmap each device takes the same quantile of its (replicated) scores."""
+  tx = oxr.proxgen(
+    0.05, reg_strength=oxr.target_sparsity(0.5, until=5), regularizer=SPECS
+  )
+  params = _params(SHAPES, dtype=np.float32)
+  g = _grads(SHAPES, 1, dtype=np.float32)[0]
+  state = tx.init(params)
+  u1, s1 = jax.jit(tx.update)(g, state, params)
+
+  def stack(tree):
+    return jax.tree.map(lambda x: x[None], tree)
+
+  u2, s2 = jax.pmap(tx.update)(stack(g), stack(state), stack(params))
+  # Two compilations of one program: equal up to float32 rounding, zeros alike.
+  chex.assert_trees_all_close(stack(u1), u2, rtol=1e-6, atol=1e-8)
+  for k in params:
+    np.testing.assert_array_equal(params[k] + u1[k] == 0, params[k] + u2[k][0] == 0)
+  np.testing.assert_allclose(oxr.reg_strength(s2)[0], oxr.reg_strength(s1), rtol=1e-6)
+
+
 def test_subproblem_reads_the_chosen_lambda():
   """oxr.subproblem with the target solves to the update's Ŵ."""
   params = _params(EQUAL_SHAPES, dtype=np.float32)
