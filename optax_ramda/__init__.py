@@ -48,5 +48,8 @@ from optax_ramda._solvers import solve_nuclear as solve_nuclear
 from optax_ramda._solvers import subgradient_tolerance as subgradient_tolerance
 from optax_ramda._sparsity import sparsity as sparsity
 from optax_ramda._sparsity import sparsity_table as sparsity_table
+from optax_ramda._target import TargetSparsity as TargetSparsity
+from optax_ramda._target import reg_strength as reg_strength
+from optax_ramda._target import target_sparsity as target_sparsity
 
 __version__ = "0.2.0"

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_ramda import _checks, _stages
+from optax_ramda import _checks, _stages, _target
 from optax_ramda._common import map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
@@ -23,11 +23,14 @@ class ScaleByProxSgdState(NamedTuple):
     trace: b, the momentum buffer (an EMA of the gradients).
     iterations: per leaf, the inner solver's iteration count at the last step
       (0 for the closed forms of group lasso and ℓ1).
+    reg_strength: λ of the last update (chosen by the optimizer under
+      :func:`target_sparsity`); 0 before the first.
   """
 
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
   trace: optax.Updates
   iterations: Any
+  reg_strength: jax.Array
 
 
 class _LeafStep(NamedTuple):
@@ -39,7 +42,7 @@ def scale_by_prox_sgd(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -52,26 +55,49 @@ def scale_by_prox_sgd(
   _checks.check_positive("learning_rate", learning_rate)
   _checks.check_unit_interval("momentum", momentum)
   _checks.check_nonnegative("reg_strength", reg_strength)
+  target = _target.resolve(reg_strength, (), "prox_sgd")
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
-    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    specs = specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    _target.check_groups(target, specs, params)
     return ScaleByProxSgdState(
       count=jnp.zeros([], jnp.int32),
       trace=optax.tree.zeros_like(params, dtype=state_dtype),
       iterations=zero_iterations(params),
+      reg_strength=jnp.zeros([], float),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
+    return _target.dispatch(target, state.count, step, updates, state, params)
+
+  def step(updates, state, params, mode):
     specs = specs_at_update(regularizer, updates, params)
     lr = _stages.value_at(learning_rate, state.count)
     c = _stages.value_at(momentum, state.count)
-    threshold = lr * _stages.value_at(reg_strength, state.count)
     # b ← (1 − c)b + c·g from b = 0: the first step gives b = c·g.
     trace = jax.tree.map(
       lambda g, b: ((1 - c) * b + c * g).astype(b.dtype), updates, state.trace
     )
+    # Under a target, the quantile over this step's prox arguments x, in the metric I.
+    lam = _target.reg_strength_for(
+      mode,
+      reg_strength,
+      state.count,
+      state.reg_strength,
+      lambda: _target.chosen_reg_strength(
+        target,
+        state.count,
+        state.reg_strength,
+        lr,
+        specs,
+        lambda spec, w, b: _target.leaf_scores(spec, 0, 1, w - lr * b, w),
+        params,
+        trace,
+      ),
+    )
+    threshold = lr * lam
 
     def leaf_step(spec, w, b):
       x = w - lr * b  # In float32 at least, so bf16 params lose no more.
@@ -86,6 +112,7 @@ def scale_by_prox_sgd(
       count=optax.safe_increment(state.count),
       trace=trace,
       iterations=steps.iterations,
+      reg_strength=jnp.asarray(lam, state.reg_strength.dtype),
     )
     return steps.update, new_state
 
@@ -96,7 +123,7 @@ def prox_sgd(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -124,7 +151,9 @@ def prox_sgd(
       0.1.
     momentum: c ∈ (0, 1], the weight of the new gradient in the buffer (a
       float or a schedule); c = 1 is plain proximal SGD.
-    reg_strength: λ ≥ 0, a float or a schedule.
+    reg_strength: λ ≥ 0, a float or a schedule; or :func:`target_sparsity`
+      (with its `until`), to give the fraction of the regularized groups to
+      zero instead.
     regularizer: a spec tree (or callable ``params -> spec tree``) as for
       :func:`ramda`; ``None`` (default) leaves every parameter unregularized.
     state_dtype: dtype of the momentum buffer; defaults to each parameter's

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_ramda import _checks, _solvers, _stages
+from optax_ramda import _checks, _solvers, _stages, _target
 from optax_ramda._common import adam_moments, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
@@ -26,12 +26,15 @@ class ScaleByProxgenState(NamedTuple):
     nu: v, the second-moment EMA of the gradients.
     iterations: per leaf, the inner solver's iteration count at the last step
       (0 for unregularized leaves and closed forms).
+    reg_strength: λ of the last update (chosen by the optimizer under
+      :func:`target_sparsity`); 0 before the first.
   """
 
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
   mu: optax.Updates
   nu: optax.Updates
   iterations: Any
+  reg_strength: jax.Array
 
 
 class _LeafStep(NamedTuple):
@@ -45,7 +48,7 @@ def scale_by_proxgen(
   b2: float = 0.999,
   eps: float = 1e-8,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   solver: Solver = "exact",
   max_iters: int = 100,
@@ -66,31 +69,59 @@ def scale_by_proxgen(
   _checks.check_max_iters(max_iters)
   _checks.check_nonnegative("rtol", rtol)
   _solvers.check_solver(solver)
+  target = _target.resolve(reg_strength, (), "proxgen")
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
   # λ = 0 given as a number: every leaf takes Adam's step, without the solver.
   unregularized = isinstance(reg_strength, (int, float)) and reg_strength == 0
 
   def init_fn(params):
-    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    specs = specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    _target.check_groups(target, specs, params)
     return ScaleByProxgenState(
       count=jnp.zeros([], jnp.int32),
       mu=optax.tree.zeros_like(params, dtype=state_dtype),
       nu=optax.tree.zeros_like(params, dtype=state_dtype),
       iterations=zero_iterations(params),
+      reg_strength=jnp.zeros([], float),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
+    return _target.dispatch(target, state.count, step, updates, state, params)
+
+  def step(updates, state, params, mode):
     specs = specs_at_update(regularizer, updates, params)
     lr = _stages.value_at(learning_rate, state.count)
-    threshold = lr * _stages.value_at(reg_strength, state.count)
     moments = adam_moments(updates, state.count, state.mu, state.nu, b1, b2)
     a = lr * moments.inv_bc1  # a = η/(1 − β₁ᵗ)
 
-    def leaf_step(spec, w, m, v):
+    def metric(m, v):
       # P = √v/√(1 − β₂ᵗ) + ε, in float32 at least (the correction's dtype).
       p = jnp.sqrt(v) / moments.sqrt_bc2 + eps
-      am = (a * m).astype(p.dtype)
+      return (a * m).astype(p.dtype), p
+
+    # Under a target, the quantile over the subproblems this step is about to solve.
+    lam = _target.reg_strength_for(
+      mode,
+      reg_strength,
+      state.count,
+      state.reg_strength,
+      lambda: _target.chosen_reg_strength(
+        target,
+        state.count,
+        state.reg_strength,
+        lr,
+        specs,
+        lambda spec, w, m, v: _target.leaf_scores(spec, *metric(m, v), w, w),
+        params,
+        moments.mu,
+        moments.nu,
+      ),
+    )
+    threshold = lr * lam
+
+    def leaf_step(spec, w, m, v):
+      am, p = metric(m, v)
       if spec is None or unregularized:  # Plain Adam: w ← w − a·m/P.
         return _LeafStep((-am / p).astype(w.dtype), jnp.zeros([], jnp.int32))
       # min_z ⟨a·m, z − w⟩ + ½ Σ P_i (z_i − w_i)² + ηλ ψ̄(z), from z⁰ = w.
@@ -101,7 +132,11 @@ def scale_by_proxgen(
 
     steps = map_leaf_steps(leaf_step, _LeafStep, specs, params, moments.mu, moments.nu)
     new_state = ScaleByProxgenState(
-      count=moments.count, mu=moments.mu, nu=moments.nu, iterations=steps.iterations
+      count=moments.count,
+      mu=moments.mu,
+      nu=moments.nu,
+      iterations=steps.iterations,
+      reg_strength=jnp.asarray(lam, state.reg_strength.dtype),
     )
     return steps.update, new_state
 
@@ -114,7 +149,7 @@ def proxgen(
   b2: float = 0.999,
   eps: float = 1e-8,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   solver: Solver = "exact",
   max_iters: int = 100,
@@ -150,7 +185,9 @@ def proxgen(
     b1: β₁ ∈ [0, 1), the first-moment decay.
     b2: β₂ ∈ [0, 1), the second-moment decay.
     eps: ε > 0, added after the bias-corrected square root.
-    reg_strength: λ ≥ 0, a float or a schedule.
+    reg_strength: λ ≥ 0, a float or a schedule; or :func:`target_sparsity`
+      (with its `until`), to give the fraction of the regularized groups to
+      zero instead.
     regularizer: a spec tree (or callable ``params -> spec tree``) as for
       :func:`ramda`; ``None`` (default) leaves every parameter unregularized.
     solver: the subproblem solver, as for :func:`ramda`: ``"exact"``

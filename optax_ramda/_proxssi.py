@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_ramda import _checks, _stages
+from optax_ramda import _checks, _stages, _target
 from optax_ramda._common import adam_moments, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
@@ -25,12 +25,15 @@ class ScaleByProxssiState(NamedTuple):
     nu: v, the second-moment EMA of the gradients.
     iterations: per leaf, the Newton evaluations of the slowest group at the
       last step (0 for unregularized leaves, ℓ1 and closed forms).
+    reg_strength: λ of the last update (chosen by the optimizer under
+      :func:`target_sparsity`); 0 before the first.
   """
 
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
   mu: optax.Updates
   nu: optax.Updates
   iterations: Any
+  reg_strength: jax.Array
 
 
 class _LeafStep(NamedTuple):
@@ -44,7 +47,7 @@ def scale_by_proxssi(
   b2: float = 0.999,
   eps: float = 1e-6,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -59,31 +62,61 @@ def scale_by_proxssi(
   _checks.check_decay_rate("b2", b2)
   _checks.check_positive("eps", eps)
   _checks.check_nonnegative("reg_strength", reg_strength)
+  target = _target.resolve(reg_strength, (), "proxssi")
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
-    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    specs = specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    _target.check_groups(target, specs, params)
     return ScaleByProxssiState(
       count=jnp.zeros([], jnp.int32),
       mu=optax.tree.zeros_like(params, dtype=state_dtype),
       nu=optax.tree.zeros_like(params, dtype=state_dtype),
       iterations=zero_iterations(params),
+      reg_strength=jnp.zeros([], float),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
+    return _target.dispatch(target, state.count, step, updates, state, params)
+
+  def step(updates, state, params, mode):
     specs = specs_at_update(regularizer, updates, params)
     lr = _stages.value_at(learning_rate, state.count)
-    threshold = lr * _stages.value_at(reg_strength, state.count)
     moments = adam_moments(updates, state.count, state.mu, state.nu, b1, b2)
     # The authors' Adam step (Hugging Face AdamW style): the bias corrections
     # go into the step size, and ε is added to the *uncorrected* root.
     step_size = lr * moments.sqrt_bc2 * moments.inv_bc1
 
-    def leaf_step(spec, w, m, v):
+    def adam_step(w, m, v):
       # The uncorrected metric √v + ε, in float32 at least (as w − x is).
       p = jnp.sqrt(v.astype(jnp.promote_types(v.dtype, jnp.float32))) + eps
-      x = w - (step_size * (m / p)).astype(p.dtype)
+      return w - (step_size * (m / p)).astype(p.dtype), p
+
+    # Under a target, the quantile over this step's weighted prox: b = p∘x.
+    lam = _target.reg_strength_for(
+      mode,
+      reg_strength,
+      state.count,
+      state.reg_strength,
+      lambda: _target.chosen_reg_strength(
+        target,
+        state.count,
+        state.reg_strength,
+        lr,
+        specs,
+        lambda spec, w, m, v: _target.leaf_scores(
+          spec, 0, *adam_step(w, m, v)[::-1], w
+        ),
+        params,
+        moments.mu,
+        moments.nu,
+      ),
+    )
+    threshold = lr * lam
+
+    def leaf_step(spec, w, m, v):
+      x, p = adam_step(w, m, v)
       if spec is None:
         return _LeafStep((x - w).astype(w.dtype), jnp.zeros([], jnp.int32))
       # The weighted prox: argmin_z ½ Σ p_i (z_i − x_i)² + ηλ ψ̄(z), which is
@@ -98,7 +131,11 @@ def scale_by_proxssi(
 
     steps = map_leaf_steps(leaf_step, _LeafStep, specs, params, moments.mu, moments.nu)
     new_state = ScaleByProxssiState(
-      count=moments.count, mu=moments.mu, nu=moments.nu, iterations=steps.iterations
+      count=moments.count,
+      mu=moments.mu,
+      nu=moments.nu,
+      iterations=steps.iterations,
+      reg_strength=jnp.asarray(lam, state.reg_strength.dtype),
     )
     return steps.update, new_state
 
@@ -111,7 +148,7 @@ def proxssi(
   b2: float = 0.999,
   eps: float = 1e-6,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   state_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -149,7 +186,9 @@ def proxssi(
     b1: β₁ ∈ [0, 1), the first-moment decay.
     b2: β₂ ∈ [0, 1), the second-moment decay.
     eps: ε > 0, added to the uncorrected square root √v.
-    reg_strength: λ ≥ 0, a float or a schedule.
+    reg_strength: λ ≥ 0, a float or a schedule; or :func:`target_sparsity`
+      (with its `until`), to give the fraction of the regularized groups to
+      zero instead.
     regularizer: a spec tree (or callable ``params -> spec tree``) as for
       :func:`ramda`; ``None`` (default) leaves every parameter unregularized.
     state_dtype: dtype of the moments; defaults to each parameter's dtype.

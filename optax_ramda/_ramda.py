@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_ramda import _checks, _common, _stages
+from optax_ramda import _checks, _common, _stages, _target
 from optax_ramda._common import copy_as, cube_root, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
@@ -37,6 +37,9 @@ class ScaleByRamdaState(NamedTuple):
     prox: Ŵ, the last subproblem solution: exactly structured.
     iterations: per leaf, the inner solver's iteration count at the last step
       (0 for leaves solved in closed form).
+    reg_strength: λ of the last update (chosen by the optimizer under
+      :func:`target_sparsity`); 0 before the first. Read it with
+      :func:`reg_strength`.
   """
 
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
@@ -47,6 +50,7 @@ class ScaleByRamdaState(NamedTuple):
   anchor: optax.Params
   prox: optax.Params
   iterations: Any
+  reg_strength: jax.Array
 
   def restart(self, params: optax.Params) -> "ScaleByRamdaState":
     """Restarts the dual average at `params` (W⁰ ← params; V, U, α, k ← 0)."""
@@ -72,7 +76,7 @@ def scale_by_ramda(
   momentum: optax.ScalarOrSchedule = 0.1,
   eps: float = 1e-6,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   solver: Solver = "exact",
   max_iters: int = 100,
@@ -107,13 +111,15 @@ def scale_by_ramda(
   )
   check_solver(solver)
   check_warm_start(warm_start)
+  target = _target.resolve(reg_strength, milestones, "ramda")
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
   # λ = 0 given as a number: every leaf takes the closed form, in the same
   # fused pass as V and U (the solver's λ > 0 test would split it).
   unregularized = isinstance(reg_strength, (int, float)) and reg_strength == 0
 
   def init_fn(params):
-    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    specs = specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    _target.check_groups(target, specs, params)
     return ScaleByRamdaState(
       count=jnp.zeros([], jnp.int32),
       stage_count=jnp.zeros([], jnp.int32),
@@ -123,10 +129,14 @@ def scale_by_ramda(
       anchor=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
       prox=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
       iterations=zero_iterations(params),
+      reg_strength=jnp.zeros([], float),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args  # Accepted, as optax.chain passes them to every transform.
+    return _target.dispatch(target, state.count, step, updates, state, params)
+
+  def step(updates, state, params, mode):
     specs = specs_at_update(regularizer, updates, params)
     count = state.count
     state = _stages.restart_at_milestones(
@@ -141,14 +151,44 @@ def scale_by_ramda(
     k = state.stage_count + 1
     s = (lr * jnp.sqrt(k.astype(lr.dtype))).astype(state.alpha.dtype)
     alpha = state.alpha + s
-    threshold = alpha * _stages.value_at(reg_strength, count)
     c = _stages.averaging_weight(_stages.value_at(momentum, count), count, ramp_start)
 
-    def leaf_step(spec, g, w, v, u, anchor, prox):
+    def accumulate(g, v, u):
       sg = s * g  # U gains (s·g)·g: it overflows only where s·g² itself does.
       v = v + sg.astype(v.dtype)
       u = u + (sg * g).astype(u.dtype)
-      d = cube_root(u) + eps_t.astype(u.dtype)
+      return v, u, cube_root(u) + eps_t.astype(u.dtype)
+
+    def warm(w, prox):
+      return w if warm_start == "params" else prox
+
+    # Under a target, the quantile over the subproblems this step will solve.
+    lam = _target.reg_strength_for(
+      mode,
+      reg_strength,
+      count,
+      state.reg_strength,
+      lambda: _target.chosen_reg_strength(
+        target,
+        count,
+        state.reg_strength,
+        alpha,
+        specs,
+        lambda spec, g, w, v, u, anchor, prox: _target.leaf_scores(
+          spec, *accumulate(g, v, u)[::2], anchor, warm(w, prox)
+        ),
+        updates,
+        params,
+        state.grad_sum,
+        state.grad_sq_sum,
+        state.anchor,
+        state.prox,
+      ),
+    )
+    threshold = alpha * lam
+
+    def leaf_step(spec, g, w, v, u, anchor, prox):
+      v, u, d = accumulate(g, v, u)
       if spec is None or unregularized:
         z, iters = anchor - v / d, jnp.zeros([], jnp.int32)
       else:
@@ -157,7 +197,7 @@ def scale_by_ramda(
           d,
           anchor,
           threshold,
-          w if warm_start == "params" else prox,
+          warm(w, prox),
           solver=solver,
           max_iters=max_iters,
           rtol=rtol,
@@ -187,6 +227,7 @@ def scale_by_ramda(
       anchor=state.anchor,
       prox=steps.prox,
       iterations=steps.iterations,
+      reg_strength=jnp.asarray(lam, state.reg_strength.dtype),
     )
     return steps.update, new_state
 
@@ -198,7 +239,7 @@ def ramda(
   momentum: optax.ScalarOrSchedule = 0.1,
   eps: float = 1e-6,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   solver: Solver = "exact",
   max_iters: int = 100,
@@ -265,7 +306,10 @@ def ramda(
       `momentum` is 1 − c₀ (its 0.9 is 0.1 here); a constant in (0.5, 1)
       warns.
     eps: ε > 0 added to the cube root of U.
-    reg_strength: λ ≥ 0, a float or a schedule.
+    reg_strength: λ ≥ 0, a float or a schedule; or :func:`target_sparsity`,
+      to give the fraction of the regularized groups to zero instead, with λ
+      chosen each step until the last milestone (see there; read λ with
+      :func:`reg_strength`).
     regularizer: a spec tree that is a pytree prefix of the params with leaves
       :func:`group_lasso`, :func:`l1`, :func:`nuclear` (2-D leaves) or
       ``None`` (unregularized), or a
@@ -468,7 +512,7 @@ def subproblem(
   state: optax.OptState,
   eps: float = 1e-6,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
 ) -> Subproblem:
@@ -491,7 +535,8 @@ def subproblem(
     state: the state of :func:`ramda` after at least one update (or of a chain
       or wrapper containing exactly one RAMDA state).
     eps: ε of the optimizer.
-    reg_strength: λ of the optimizer, a float or a schedule.
+    reg_strength: λ of the optimizer, a float or a schedule; for a
+      :func:`target_sparsity`, the λ of the last update, kept in the state.
     milestones: the optimizer's milestones.
     decay: the optimizer's γ.
 
@@ -532,5 +577,9 @@ def subproblem(
   d = jax.tree.map(
     lambda u: cube_root(u) + eps_t.astype(u.dtype), ramda_state.grad_sq_sum
   )
-  threshold = ramda_state.alpha * _stages.value_at(reg_strength, last)
+  if isinstance(reg_strength, _target.TargetSparsity):
+    lam = ramda_state.reg_strength
+  else:
+    lam = _stages.value_at(reg_strength, last)
+  threshold = ramda_state.alpha * lam
   return Subproblem(ramda_state.grad_sum, d, ramda_state.anchor, threshold)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_ramda import _checks, _common, _stages
+from optax_ramda import _checks, _common, _stages, _target
 from optax_ramda._common import copy_as, map_leaf_steps, zero_iterations
 from optax_ramda._regularizers import (
   RegularizerArg,
@@ -27,6 +27,8 @@ class ScaleByRmdaState(NamedTuple):
     prox: Ŵ, the last subproblem solution: exactly structured.
     iterations: per leaf, the inner solver's iteration count at the last step
       (0 for the closed forms of group lasso and ℓ1).
+    reg_strength: λ of the last update (chosen by the optimizer under
+      :func:`target_sparsity`); 0 before the first.
   """
 
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
@@ -36,6 +38,7 @@ class ScaleByRmdaState(NamedTuple):
   anchor: optax.Params
   prox: optax.Params
   iterations: Any
+  reg_strength: jax.Array
 
   def restart(self, params: optax.Params) -> "ScaleByRmdaState":
     """Restarts the dual average at `params` (W⁰ ← params; V, α, k ← 0)."""
@@ -58,7 +61,7 @@ def scale_by_rmda(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
@@ -81,10 +84,12 @@ def scale_by_rmda(
   ramp_start = _stages.ramp_start_of(
     momentum_ramp, _checks.check_ramp(momentum_ramp, ramp_start), milestones
   )
+  target = _target.resolve(reg_strength, milestones, "rmda")
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):
-    specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    specs = specs_at_init(regularizer, params)  # Fail at init, naming the leaf.
+    _target.check_groups(target, specs, params)
     return ScaleByRmdaState(
       count=jnp.zeros([], jnp.int32),
       stage_count=jnp.zeros([], jnp.int32),
@@ -93,10 +98,14 @@ def scale_by_rmda(
       anchor=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
       prox=jax.tree.map(lambda p: copy_as(p, state_dtype or p.dtype), params),
       iterations=zero_iterations(params),
+      reg_strength=jnp.zeros([], float),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
+    return _target.dispatch(target, state.count, step, updates, state, params)
+
+  def step(updates, state, params, mode):
     specs = specs_at_update(regularizer, updates, params)
     count = state.count
     state = _stages.restart_at_milestones(
@@ -111,12 +120,37 @@ def scale_by_rmda(
     sqrt_k = jnp.sqrt(k.astype(state.alpha.dtype))
     s = (lr * sqrt_k).astype(state.alpha.dtype)
     alpha = state.alpha + s
-    threshold = alpha / sqrt_k * _stages.value_at(reg_strength, count)
     c = _stages.averaging_weight(_stages.value_at(momentum, count), count, ramp_start)
 
-    def leaf_step(spec, g, w, v, anchor):
+    def prox_argument(g, v, anchor):
       v = v + (s * g).astype(v.dtype)
-      x = anchor - v / sqrt_k.astype(v.dtype)
+      return v, anchor - v / sqrt_k.astype(v.dtype)
+
+    # Under a target, the quantile over this step's prox arguments x (metric I).
+    lam = _target.reg_strength_for(
+      mode,
+      reg_strength,
+      count,
+      state.reg_strength,
+      lambda: _target.chosen_reg_strength(
+        target,
+        count,
+        state.reg_strength,
+        alpha / sqrt_k,
+        specs,
+        lambda spec, g, w, v, anchor: _target.leaf_scores(
+          spec, 0, 1, prox_argument(g, v, anchor)[1], w
+        ),
+        updates,
+        params,
+        state.grad_sum,
+        state.anchor,
+      ),
+    )
+    threshold = alpha / sqrt_k * lam
+
+    def leaf_step(spec, g, w, v, anchor):
+      v, x = prox_argument(g, v, anchor)
       if spec is None:
         z, iters = x, jnp.zeros([], jnp.int32)
       else:
@@ -135,6 +169,7 @@ def scale_by_rmda(
       anchor=state.anchor,
       prox=steps.prox,
       iterations=steps.iterations,
+      reg_strength=jnp.asarray(lam, state.reg_strength.dtype),
     )
     return steps.update, new_state
 
@@ -145,7 +180,7 @@ def rmda(
   learning_rate: optax.ScalarOrSchedule,
   momentum: optax.ScalarOrSchedule = 0.1,
   *,
-  reg_strength: optax.ScalarOrSchedule = 0.0,
+  reg_strength: optax.ScalarOrSchedule | _target.TargetSparsity = 0.0,
   regularizer: RegularizerArg = None,
   milestones: tuple[int, ...] = (),
   decay: float = 0.1,
@@ -192,7 +227,8 @@ def rmda(
       c = 1 means no averaging. The paper uses 0.1.
       Not MADGRAD's convention: ``optax.contrib.madgrad``'s `momentum` is
       1 − c₀ (its 0.9 is 0.1 here); a constant in (0.5, 1) warns.
-    reg_strength: λ ≥ 0, a float or a schedule.
+    reg_strength: λ ≥ 0, a float or a schedule; or :func:`target_sparsity`,
+      to give the fraction of the regularized groups to zero instead.
     regularizer: a spec tree that is a pytree prefix of the params with leaves
       :func:`group_lasso`, :func:`l1`, :func:`nuclear` or ``None``
       (unregularized), or a

@@ -239,6 +239,9 @@ def _error(argv, capsys):
     (["--optimizer", "adamw", "--momentum", "adamw=0.5"], "has no such parameter"),
     (["--decay", "1.5"], "expected a number > 0 and ≤ 1, got '1.5'"),
     (["--reg-strength", "nan"], "expected a number ≥ 0, got 'nan'"),
+    (["--target-sparsity", "1"], "expected a number in [0, 1), got 1"),
+    (["--target-sparsity", "0.5", "--reg-strength", "1e-3"], "drop --reg-strength"),
+    (["--target-sparsity", "0.5", "--sweep"], "drop --sweep"),
     (["--data", "/nonexistent/data.npz"], "does not exist"),
     (["--dataset", "digits", "--data", "x.npz"], "not allowed with argument"),
     (["--task", "cnn", "--dataset", "mnist1d"], "needs images of shape"),
@@ -301,3 +304,40 @@ def test_help_states_each_tasks_own_defaults(capsys):
   assert "[data digits, 30 epochs, batch 64, 3 seeds]" in text
   assert "paper hyperparameters" not in text
   assert len(text.splitlines()) < 129  # The help before this restructuring.
+
+
+def test_target_sparsity_trains_each_method_to_the_target(data_file, tmp_path):
+  """--target-sparsity: λ chosen per method, reported in the table and records;
+  magnitude pruning takes S as its own target.
+
+  Oracle: hand counts. The logreg kernel has 64 input groups of 10 entries, and
+  the last update before the hold asks for ⌈0.5·64⌉ = 32 of them in Ŵ (the
+  weights themselves for ProxSGD); the held λ may then move it.
+  """
+  out = tmp_path / "target"
+  argv = [
+    "--task", "logreg",
+    "--data", str(data_file),
+    "--optimizer", "ramda", "prox_sgd", "magnitude",
+    "--epochs", "3",
+    "--seeds", "1",
+    "--batch-size", "20",
+    "--target-sparsity", "0.5",
+    "--out", str(out),
+    "--quiet",
+  ]  # fmt: skip
+  with contextlib.redirect_stderr(io.StringIO()):
+    assert main(argv) == 0
+  with open(out / "results.json") as f:
+    runs = json.load(f)["runs"]
+  steps = 3 * (N_TRAIN // 20)
+  *proximal, magnitude = runs
+  assert magnitude["settings"]["reg_strength"] == 0.5  # Its own target.
+  assert magnitude["final"]["group_sparsity"] == 32 / 64  # Its schedule's end.
+  for run in proximal:
+    settings = run["settings"]
+    assert settings["target_sparsity"] == 0.5
+    assert settings["until"] == milestones(steps, 3)[-1]
+    assert settings["reg_strength"] > 0  # The λ the run ended with.
+    assert f"{settings['reg_strength']:g}" in (out / "table.md").read_text()
+  assert "target group sparsity 0.5" in (out / "table.md").read_text()

@@ -34,7 +34,8 @@ class Settings:
     learning_rate: η of the first stage.
     momentum: c₀ of RAMDA/RMDA/ProxSGD (the averaging or EMA weight); β of
       SGD and MADGRAD.
-    reg_strength: λ of the group lasso (ignored by the dense references).
+    reg_strength: λ of the group lasso (ignored by the dense references), or
+      an :func:`optax_ramda.target_sparsity` that chooses it.
     milestones: the steps at which a new stage starts.
     decay: γ, the learning-rate factor at each milestone.
     solver: the subproblem solver of RAMDA and ProxGen ("pg" or "exact").
@@ -43,7 +44,7 @@ class Settings:
 
   learning_rate: float
   momentum: float | None
-  reg_strength: float
+  reg_strength: float | oxr.TargetSparsity
   milestones: tuple[int, ...]
   decay: float
   solver: Solver
@@ -154,6 +155,8 @@ def _sgd(s: Settings, specs: Any) -> optax.GradientTransformation:
 def _magnitude(s: Settings, specs: Any) -> optax.GradientTransformation:
   # AdamW exactly as the dense reference runs it; reg_strength is the target.
   assert s.pruning is not None, "magnitude pruning needs Settings.pruning"
+  if isinstance(s.reg_strength, oxr.TargetSparsity):
+    raise ValueError("magnitude pruning's target is a number, not a λ rule")
   return oxr.magnitude_pruning(
     _adamw(s, specs),
     float(s.reg_strength),
@@ -286,7 +289,7 @@ def settings(
   total_steps: int,
   stages: int,
   decay: float,
-  reg_strength: float,
+  reg_strength: float | oxr.TargetSparsity,
   solver: Solver,
   learning_rate: float | None = None,
   momentum: float | None = None,

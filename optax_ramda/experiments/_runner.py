@@ -98,6 +98,7 @@ def _check_protocol(args: argparse.Namespace, error: Error) -> None:
       "--batch-size": args.batch_size,
       "--stages": args.stages,
       "--reg-strength": args.reg_strength,
+      "--target-sparsity": args.target_sparsity,
       "--lr": args.lr or None,
       "--sweep": args.sweep or None,
     }
@@ -110,6 +111,10 @@ def _check_protocol(args: argparse.Namespace, error: Error) -> None:
           f"{_paper.STAGES} stages, λ = {_paper.REG_STRENGTH:g}, each method's "
           "paper η); drop it, or use the default protocol"
         )
+  if args.target_sparsity is not None:
+    for flag, value in (("--reg-strength", args.reg_strength), ("--sweep", args.sweep)):
+      if value:
+        error(f"--target-sparsity chooses λ itself; drop {flag}")
   for flag, value in (
     ("--sweep-reg-strengths", args.sweep_reg_strengths),
     ("--sweep-lrs", args.sweep_lrs),

@@ -268,7 +268,9 @@ class Trainer:
 
   def _hyperparameters(self, settings: Settings) -> dict[str, jax.Array]:
     hyper = {"learning_rate": self._replicate(np.float32(settings.learning_rate))}
-    if not self.method.static_strength:
+    if not self.method.static_strength and not isinstance(
+      settings.reg_strength, oxr.TargetSparsity
+    ):  # Else static (magnitude pruning's target) or chosen by the target.
       hyper["reg_strength"] = self._replicate(np.float32(settings.reg_strength))
     return hyper
 
@@ -468,6 +470,8 @@ class Trainer:
         else float("nan")
       )
     final["params"] = float(sum(np.size(x) for x in jax.tree.leaves(host_params)))
+    if isinstance(self.settings.reg_strength, oxr.TargetSparsity):
+      final["reg_strength"] = float(oxr.reg_strength(opt_state))  # The λ chosen.
     finite = all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_params))
     # A diverged run has no function to preserve: nothing to export.
     self.export_report = None
