@@ -382,7 +382,7 @@ def input_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:
   ``Conv`` (L, kh, kw, in, out) spans (1, 2, 4). Given the ``nnx.Module``, the
   layer axes are where the kernel's (and its bias's) shape fits the one the
   layer declares, wherever ``out_axes`` put them. Given a state or Linen
-  params, a kernel (*layers, *k) is recognized from its bias (*layers, *b)
+  params, a kernel ``(*layers, *k)`` is recognized from its bias ``(*layers, *b)``
   (the leading axes both share); a kernel whose bias fits both a single layer
   and a stack (a layer count equal to a feature count), a stacked attention
   kernel without a bias, or layer axes that could sit at several places, is

@@ -252,8 +252,9 @@ def solve_group_lasso(
     ~16 when d spans 16 decades within a group). The PG arguments `init`,
     `max_iters`, `rtol`, `stopping` and `subgradient_tol` are not used.
   * ``"exact_unrolled"`` (what ``"exact"`` runs when JAX's default backend is
-    not the CPU): the same solution with the fewest sequential loop trips. K = 3 safeguarded Newton steps from the same start run without a
-    loop (a converged group is left as it is); the test
+    not the CPU): the same solution with the fewest sequential loop trips.
+    K = 3 safeguarded Newton steps from the same start run without a loop (a
+    converged group is left as it is); the test
     :math:`|μ‖z_g‖ − τω_g| ≤ 4\,\text{eps}\,τω_g` on the resulting
     :math:`z_g = b_g/(d_g + μ)` (φ(μ) = μ‖z_g‖, so no further evaluation)
     decides whether the loop of ``"exact"`` must finish some group, behind one
@@ -271,7 +272,8 @@ def solve_group_lasso(
     weight: ``"sqrt"`` for ω_g = √|g|, or a float.
     init: the warm start of ``"pg"`` (default: `anchor`). To reproduce an
       optimizer's step, pass its warm start: the params before that update.
-    solver: ``"pg"`` (the paper's solver, faithful stopping), ``"exact"``
+    solver: ``"pg"`` (default here: the paper's solver, faithful stopping; the
+      optimizers default to ``"exact"``), ``"exact"``
       (per-group Newton to machine precision; on accelerators it runs as
       ``"exact_unrolled"``) or ``"exact_unrolled"`` (the same solution, its
       first 3 steps without a loop).
