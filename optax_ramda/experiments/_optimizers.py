@@ -13,8 +13,10 @@ middle of the final stage: c₀ ≥ 1/√(S/2) for a final stage of S steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -90,18 +92,28 @@ class Method:
   static_strength: bool = False
 
 
+@contextlib.contextmanager
+def _raised_momentum():
+  """Silences the c₀-convention warning: :func:`ramp_momentum` raises c₀ into
+  (0.5, 1) on purpose for a short final stage (the ramp reaches 1 halfway)."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"momentum=\S+ is c₀", UserWarning)
+    yield
+
+
 def _ramda(s: Settings, specs: Any) -> optax.GradientTransformation:
-  return oxr.ramda(
-    s.learning_rate,
-    momentum=s.momentum,
-    eps=1e-6,
-    reg_strength=s.reg_strength,
-    regularizer=specs,
-    solver=s.solver,
-    milestones=s.milestones,
-    decay=s.decay,
-    ramp_start=_ramp_start(s),
-  )
+  with _raised_momentum():
+    return oxr.ramda(
+      s.learning_rate,
+      momentum=s.momentum,
+      eps=1e-6,
+      reg_strength=s.reg_strength,
+      regularizer=specs,
+      solver=s.solver,
+      milestones=s.milestones,
+      decay=s.decay,
+      ramp_start=_ramp_start(s),
+    )
 
 
 def _ramp_start(s: Settings) -> int | None:
@@ -110,15 +122,16 @@ def _ramp_start(s: Settings) -> int | None:
 
 
 def _rmda(s: Settings, specs: Any) -> optax.GradientTransformation:
-  return oxr.rmda(
-    s.learning_rate,
-    momentum=s.momentum,
-    reg_strength=s.reg_strength,
-    regularizer=specs,
-    milestones=s.milestones,
-    decay=s.decay,
-    ramp_start=_ramp_start(s),
-  )
+  with _raised_momentum():
+    return oxr.rmda(
+      s.learning_rate,
+      momentum=s.momentum,
+      reg_strength=s.reg_strength,
+      regularizer=specs,
+      milestones=s.milestones,
+      decay=s.decay,
+      ramp_start=_ramp_start(s),
+    )
 
 
 def _proxgen(s: Settings, specs: Any) -> optax.GradientTransformation:
