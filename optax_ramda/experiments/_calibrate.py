@@ -144,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--tol", type=float, default=None)
   parser.add_argument("--out", default="calibrate.jsonl")
   parser.add_argument(
+    "--solver",
+    choices=("exact", "exact_unrolled", "pg"),
+    default="exact",
+    help="RAMDA's and ProxGen's subproblem solver (default: the library's)",
+  )
+  parser.add_argument(
     "--select", action="store_true", help="train nothing: choose from --out's records"
   )
   args = parser.parse_args(argv)
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             stages=3,
             decay=0.1,
             reg_strength=reg,
-            solver="pg",
+            solver=args.solver,
             learning_rate=method.learning_rate * factor,
           )
           trainer = Trainer(
@@ -203,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": name,
             "reg_strength": settings.reg_strength,
             "learning_rate": settings.learning_rate,
+            **({"solver": args.solver} if name in ("ramda", "proxgen") else {}),
             "seconds": time.perf_counter() - start,
             **{
               k: float(v)
