@@ -10,12 +10,13 @@ pieces of that pattern, and the numerical building blocks the optimizers share
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from optax_ramda import _ties
 from optax_ramda._regularizers import is_spec
 
 
@@ -126,8 +127,14 @@ def map_leaf_steps(
 ) -> Any:
   """Runs ``leaf_step(spec, *leaves)`` on every leaf and unzips the results.
 
+  Leaves whose group lasso specs are tied (``group_lasso(..., tie=key)``) are
+  stepped together, as one virtual leaf whose groups are the joint ones (see
+  ``_ties``): `leaf_step` must be elementwise apart from its spec's solve or
+  prox, which holds for every optimizer here.
+
   Args:
-    leaf_step: the per-leaf step; returns a `step_type` NamedTuple of arrays.
+    leaf_step: the per-leaf step; returns a `step_type` NamedTuple of arrays
+      (params-shaped, or scalars such as an iteration count).
     step_type: the NamedTuple class of the per-leaf results.
     specs: the resolved spec tree (a spec or ``None`` per params leaf).
     *trees: params-shaped trees whose leaves are passed after the spec.
@@ -135,8 +142,11 @@ def map_leaf_steps(
   Returns:
     A `step_type` whose fields are params-shaped trees.
   """
-  steps = jax.tree.map(leaf_step, specs, *trees, is_leaf=is_spec)
-  return unzip_steps(steps, step_type)
+  flat_specs, treedef = jax.tree.flatten(specs, is_leaf=is_spec)
+  treedef = cast(Any, treedef)  # jax's stub types it as an optional PyTreeDef.
+  flat_trees = [treedef.flatten_up_to(tree) for tree in trees]
+  steps = _ties.map_virtual(leaf_step, flat_specs, *flat_trees)
+  return unzip_steps(treedef.unflatten(steps), step_type)
 
 
 def cube_root(u: jax.Array) -> jax.Array:

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from optax_ramda import _checks, _solvers
+from optax_ramda import _checks, _solvers, _ties
 from optax_ramda._regularizers import (
   Nuclear,
   RegularizerArg,
@@ -95,13 +95,34 @@ def _layouts(specs: Any, params: Any) -> list[_Leaf | None]:
         f"{jax.tree_util.keystr(path) or '<root>'}; it prunes groups, and a "
         "nuclear-norm leaf has none. Use group_lasso(...) or l1() specs."
       )
-    axes = spec.group_axes(len(shape))
-    size = math.prod(shape[a] for a in axes)
-    dims = shape or (1,)  # A scalar counts as one entry of a vector.
-    layouts.append(
-      _Leaf(axes, math.prod(shape) // size, size, sum(dims) / math.prod(dims))
-    )
+    layouts.append(_layout(spec, shape))
   return layouts
+
+
+def _layout(spec: Any, shape: tuple[int, ...]) -> _Leaf:
+  axes = spec.group_axes(len(shape))
+  size = math.prod(shape[a] for a in axes)
+  dims = shape or (1,)  # A scalar counts as one entry of a vector.
+  return _Leaf(axes, math.prod(shape) // size, size, sum(dims) / math.prod(dims))
+
+
+def _tied_masks(
+  tie_plan: _ties.Plan,
+  params: list[jax.Array],
+  masks: list[jax.Array],
+  sparsity: jax.Array,
+  allocation: str,
+) -> list[jax.Array]:
+  """:func:`_new_masks` over the virtual leaves of tied groups, split back."""
+  virtual_params = tie_plan.gather(params)
+  layouts = [
+    None if spec is None or x.size == 0 else _layout(spec, tuple(x.shape))
+    for spec, x in zip(tie_plan.specs, virtual_params, strict=True)
+  ]
+  new = _new_masks(
+    layouts, virtual_params, tie_plan.gather(masks), sparsity, allocation
+  )
+  return tie_plan.scatter(new, len(params))
 
 
 def _erk_densities(density: jax.Array, leaves: list[_Leaf]) -> jax.Array:
@@ -383,12 +404,17 @@ def magnitude_pruning(
     is_update, s_t = schedule(state.count)
     flat_params, treedef = jax.tree.flatten(params)
     flat_masks = treedef.flatten_up_to(state.masks)
-    # A sort per leaf (or one over all groups) only on the steps that update.
-    flat_masks = jax.lax.cond(
-      is_update,
-      lambda: _new_masks(layouts, flat_params, flat_masks, s_t, allocation),
-      lambda: flat_masks,
+    tie_plan = _ties.plan(
+      jax.tree.leaves(specs, is_leaf=is_spec), [p.shape for p in flat_params]
     )
+
+    def new_masks():
+      if tie_plan is None:
+        return _new_masks(layouts, flat_params, flat_masks, s_t, allocation)
+      return _tied_masks(tie_plan, flat_params, flat_masks, s_t, allocation)
+
+    # A sort per leaf (or one over all groups) only on the steps that update.
+    flat_masks = jax.lax.cond(is_update, new_masks, lambda: flat_masks)
     flat_updates = treedef.flatten_up_to(inner_updates)
     new_updates = [
       u if leaf is None else jnp.where(m, u, -w.astype(u.dtype))

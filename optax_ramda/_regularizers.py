@@ -8,6 +8,7 @@ spec at an inner node applies to every parameter below it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeAlias
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_ramda import _checks, _solvers
+from optax_ramda import _checks, _solvers, _ties
 
 Shape: TypeAlias = tuple[int, ...]
 KeyPath: TypeAlias = tuple[Any, ...]
@@ -92,10 +93,17 @@ class GroupLasso(Regularizer):
     axes: the axes that one group spans; the remaining axes index the groups.
     weight: ``"sqrt"`` for ω_g = √(group size), or a nonnegative float used for every
       group.
+    tie: ``None``, or a key shared with the specs of other leaves: the group
+      at each group index is then that index's entries in all of them.
   """
 
   axes: tuple[int, ...]
   weight: float | Literal["sqrt"] = "sqrt"
+  tie: str | None = None
+
+  def __repr__(self) -> str:
+    tie = "" if self.tie is None else f", tie={self.tie!r}"
+    return f"GroupLasso(axes={self.axes}, weight={self.weight!r}{tie})"
 
   def check(self, shape: Shape, path: str) -> GroupLasso:
     ndim = len(shape)
@@ -276,9 +284,21 @@ class Nuclear(Regularizer):
 
 
 def group_lasso(
-  axes: int | Sequence[int], weight: float | Literal["sqrt"] = "sqrt"
+  axes: int | Sequence[int],
+  weight: float | Literal["sqrt"] = "sqrt",
+  *,
+  tie: str | None = None,
 ) -> GroupLasso:
   """Group-lasso spec: ψ(W) = λ Σ_g ω_g ‖W_g‖₂ with groups spanning `axes`.
+
+  With `tie`, every leaf whose spec carries the same key contributes to the
+  same groups: the group at index i is the union of the entries at index i
+  (over the axes not in `axes`) of all those leaves, so it is zero only when
+  it is zero in every one of them. Tie the kernels that read the same input,
+  such as attention's query, key and value, or an LSTM's gates, to zero input
+  features that can be removed from all of them. The tied leaves need the
+  same number of groups, the same dtype and the same `weight`; with
+  ``"sqrt"``, ω_g is the square root of the joint group's size.
 
   Args:
     axes: the axes that one group spans; the remaining axes index the groups.
@@ -286,14 +306,21 @@ def group_lasso(
       group per input feature (row), the paper's convention.
     weight: ``"sqrt"`` (default) for ω_g = √n_g with n_g the group size, or a
       nonnegative float used as ω_g for every group.
+    tie: a key naming a set of leaves whose groups are joined (default: the
+      leaf's groups are its own).
 
   Returns:
     A :class:`GroupLasso` spec, to be placed in a spec tree.
 
   Examples:
+    >>> import jax.numpy as jnp
     >>> import optax_ramda as oxr
     >>> oxr.group_lasso(axes=(1,))
     GroupLasso(axes=(1,), weight='sqrt')
+    >>> params = {"q": jnp.array([[3.0], [0.0]]), "k": jnp.array([[4.0], [0.0]])}
+    >>> tied = oxr.group_lasso(axes=(1,), tie="qk")  # row i of q and k: one group
+    >>> oxr.regularizer_value(params, {"q": tied, "k": tied})  # √2 · ‖(3, 4)‖
+    Array(7.071..., dtype=float32)
   """
   axes_tuple = (axes,) if isinstance(axes, int) else tuple(axes)
   if not axes_tuple:
@@ -310,7 +337,9 @@ def group_lasso(
         f"group_lasso weight must be 'sqrt' or a float >= 0, got {weight!r}."
       )
     weight = float(weight)
-  return GroupLasso(axes=axes_tuple, weight=weight)
+  if tie is not None and (not isinstance(tie, str) or not tie):
+    raise ValueError(f"group_lasso tie must be a nonempty string, got {tie!r}.")
+  return GroupLasso(axes=axes_tuple, weight=weight, tie=tie)
 
 
 def l1() -> L1:
@@ -441,7 +470,30 @@ def resolve_specs(regularizer: RegularizerArg, params: Any) -> Any:
         )
       spec = spec.check(tuple(leaf.shape), name)
     resolved.append(spec)
+  _check_ties(resolved, param_leaves)
   return jax.tree_util.tree_unflatten(treedef, resolved)
+
+
+def _check_ties(specs: list[Any], param_leaves: list[tuple[KeyPath, Any]]) -> None:
+  """The leaves of each tie agree in group count, dtype and weight."""
+  first: dict[str, tuple[str, Shape, Any, Any]] = {}
+  for spec, (path, leaf) in zip(specs, param_leaves, strict=True):
+    if not isinstance(spec, GroupLasso) or spec.tie is None:
+      continue
+    name = jax.tree_util.keystr(path) or "<root>"
+    shape = tuple(leaf.shape)
+    span = spec.group_axes(len(shape))
+    groups = math.prod(d for a, d in enumerate(shape) if a not in span)
+    mine = (name, groups, jnp.dtype(leaf.dtype), spec.weight)
+    other = first.setdefault(spec.tie, mine)
+    for what, i in (("groups", 1), ("dtype", 2), ("weight", 3)):
+      if mine[i] != other[i]:
+        raise ValueError(
+          f"The leaves {other[0]} and {name} are tied (tie={spec.tie!r}) but "
+          f"differ in {what}: {other[i]} against {mine[i]}. Tied leaves need "
+          "the same number of groups (the product of the axes a group does "
+          "not span), the same dtype and the same weight."
+        )
 
 
 NO_PARAMS_MSG = (
@@ -492,10 +544,11 @@ def regularizer_value(params: optax.Params, regularizer: RegularizerArg) -> jax.
     Array(7.071..., dtype=float32)
   """
   specs = resolve_specs(regularizer, params)
-  values = jax.tree.map(
-    lambda s, p: jnp.zeros([], p.dtype) if s is None else s.value(p),
-    specs,
-    params,
-    is_leaf=is_spec,
+  flat_specs, (flat_params,) = _ties.virtual(
+    jax.tree.leaves(specs, is_leaf=is_spec), jax.tree.leaves(params)
   )
+  values = [
+    jnp.zeros([], p.dtype) if s is None else s.value(p)
+    for s, p in zip(flat_specs, flat_params, strict=True)
+  ]
   return optax.tree.sum(values)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_ramda import _ties
 from optax_ramda._flax import module_params, path_names
 from optax_ramda._regularizers import Nuclear, RegularizerArg, is_spec, resolve_specs
 
@@ -62,7 +63,11 @@ def sparsity(params: optax.Params, regularizer: RegularizerArg) -> dict[str, Any
     the leaf's path (without the ``.value`` of NNX Variables). Leaves with a
     :func:`nuclear` spec report ``rank`` (numerical rank, singular values above
     max(m, n)·eps·σ_max) and ``max_rank`` instead of group counts, and are left
-    out of the group sparsity.
+    out of the group sparsity. Under tied specs (``group_lasso(..., tie=key)``)
+    a joint group counts as zero only where it is zero in every tied leaf
+    (an input feature that all of them can drop), and ``ties`` maps each key
+    to its ``groups``, ``zero_groups``, ``group_size`` and ``leaves``; the
+    per-leaf entries still count each leaf's own zero rows.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -83,7 +88,22 @@ def sparsity(params: optax.Params, regularizer: RegularizerArg) -> dict[str, Any
     _leaf_name(path): _leaf_report(spec, w)
     for spec, (path, w) in zip(flat_specs, flat_params, strict=True)
   }
+  names = list(leaves)
   regularized = [r for r in leaves.values() if "groups" in r]
+  ties = {}
+  tie_plan = _ties.plan(flat_specs, [jnp.shape(w) for _, w in flat_params])
+  if tie_plan is not None:  # A joint group is zero only where all its leaves are.
+    virtual = tie_plan.gather([w for _, w in flat_params])
+    regularized = []
+    for spec, key, sources, w in zip(
+      tie_plan.specs, tie_plan.keys, tie_plan.sources, virtual, strict=True
+    ):
+      report = _leaf_report(spec, w)
+      if key is not None:
+        ties[key] = {k: report[k] for k in ("groups", "zero_groups", "group_size")}
+        ties[key]["leaves"] = [names[i] for i in sources]
+      if "groups" in report:
+        regularized.append(report)
   total = sum(r["groups"] * r["group_size"] for r in regularized)
   zero_weight = sum(r["zero_groups"] * r["group_size"] for r in regularized)
   entries = sum(r["entries"] for r in leaves.values())
@@ -96,6 +116,7 @@ def sparsity(params: optax.Params, regularizer: RegularizerArg) -> dict[str, Any
     "zero_entries": jnp.asarray(zero_entries),
     "entries": entries,
     "leaves": leaves,
+    "ties": ties,
   }
 
 
@@ -108,8 +129,10 @@ def sparsity_table(params: optax.Params, regularizer: RegularizerArg) -> str:
 
   Columns: the leaf path, its shape, zero groups / groups (``rank r/max`` for
   :func:`nuclear` leaves), the weighted group sparsity of the leaf (``-`` for
-  unregularized and nuclear leaves) and its fraction of zero entries; a last row holds the totals of :func:`sparsity` (its
-  group sparsity weights each group by its size). Runs on the
+  unregularized and nuclear leaves) and its fraction of zero entries; a row
+  per tie holds its joint groups (zero where all its leaves are zero); a last
+  row holds the totals of :func:`sparsity` (its group sparsity weights each
+  group by its size, and counts joint groups once). Runs on the
   host (it formats numbers), so call it outside ``jax.jit``.
 
   Args:
@@ -144,6 +167,10 @@ def sparsity_table(params: optax.Params, regularizer: RegularizerArg) -> str:
       groups = f"rank {int(leaf['rank'])}/{leaf.get('max_rank', '?')}"
     entries = _percent(int(leaf["zero_entries"]) / max(leaf["entries"], 1))
     rows.append([name, str(tuple(shape)), groups, weighted, entries])
+  for key, tie in report["ties"].items():  # Joint groups: what all can drop.
+    groups = f"{int(tie['zero_groups'])}/{tie['groups']}"
+    weighted = _percent(int(tie["zero_groups"]) / max(tie["groups"], 1))
+    rows.append([f"tie {key!r}", f"{len(tie['leaves'])} leaves", groups, weighted, "-"])
   rows.append(
     [
       "total",

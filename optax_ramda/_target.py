@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from optax_ramda import _solvers, _stages
+from optax_ramda import _solvers, _stages, _ties
 from optax_ramda._magnitude import _resharded
 from optax_ramda._regularizers import Nuclear, Regularizer, is_spec
 
@@ -351,8 +351,10 @@ def chosen_reg_strength(
   Returns:
     λ, a scalar of the dtype of `previous`.
   """
-  flat_specs = jax.tree.leaves(specs, is_leaf=is_spec)
-  flat_trees = [jax.tree.leaves(t) for t in trees]
+  # Tied leaves count as one (virtual) leaf whose groups are the joint ones.
+  flat_specs, flat_trees = _ties.virtual(
+    jax.tree.leaves(specs, is_leaf=is_spec), *(jax.tree.leaves(t) for t in trees)
+  )
   leaves = [
     (spec, [t[i] for t in flat_trees])
     for i, spec in enumerate(flat_specs)
