@@ -10,7 +10,9 @@ module is passed in: ``optax_ramda`` does not depend on it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 import sys
 from collections.abc import Hashable
 from typing import Any, Literal, NamedTuple, TypeAlias
@@ -26,6 +28,11 @@ Unknown: TypeAlias = Literal["raise", "skip"]
 _FREE_NAMES = frozenset({"bias", "scale", "embedding", "mean", "var"})
 _KERNEL_NAMES = frozenset({"kernel", "lora_a", "lora_b"})
 _ATTENTION_INPUTS = frozenset({"query", "key", "value"})
+# The gate kernels of Flax's LSTMCell, GRUCell and MGUCell (Linen and NNX; NNX
+# spells the forget gate ``if_``): those that read the cell's input, and those
+# that read its previous hidden state.
+_GATE_INPUTS = frozenset({"ii", "if", "if_", "ig", "io", "ir", "iz", "in"})
+_GATE_HIDDEN = frozenset({"hi", "hf", "hg", "ho", "hr", "hz", "hn"})
 
 
 class _Layout(NamedTuple):
@@ -295,7 +302,60 @@ def _check_not_a_count(params: Any, caller: str) -> None:
     )
 
 
-def _channel_groups(params: Any, unknown: Unknown, side: str, caller: str) -> Any:
+def _shared_input(names: tuple[Hashable, ...]) -> str | None:
+  """The tie key of a kernel that reads the same input as its siblings, if any.
+
+  Attention's query, key and value kernels under one module, and the input
+  (or the recurrent) gate kernels of one recurrent cell.
+  """
+  if len(names) < 2 or names[-1] != "kernel":
+    return None
+  module = str(names[-2])
+  if module in _ATTENTION_INPUTS:
+    role = "q/k/v"
+  elif module in _GATE_INPUTS:
+    role = "input gates"
+  elif module in _GATE_HIDDEN:
+    role = "hidden gates"
+  else:
+    return None
+  parent = "/".join(str(n) for n in names[:-2])
+  return f"{parent} {role}" if parent else role
+
+
+def _tie_shared_inputs(params: Any, specs: Any) -> Any:
+  """`specs` with the kernels that share an input tied (:func:`_shared_input`).
+
+  A set is tied only when its kernels (two or more) have the same number of
+  groups and the same dtype, as a tie needs; otherwise they keep their own.
+  """
+  members: dict[str, list[tuple[int, Any]]] = {}
+  flat_params = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_variable)[0]
+  flat_specs, treedef = jax.tree_util.tree_flatten(
+    specs, is_leaf=lambda x: x is None or isinstance(x, GroupLasso)
+  )
+  keys = []
+  for (path, leaf), spec in zip(flat_params, flat_specs, strict=True):
+    key = None if spec is None else _shared_input(path_names(path))
+    keys.append(key)
+    if key is not None:
+      shape = tuple(leaf.shape)
+      spanned = set(spec.group_axes(len(shape)))
+      groups = math.prod(n for a, n in enumerate(shape) if a not in spanned)
+      members.setdefault(key, []).append((groups, jax.numpy.dtype(leaf.dtype)))
+  tied = {k for k, m in members.items() if len(m) > 1 and len(set(m)) == 1}
+  return jax.tree_util.tree_unflatten(
+    treedef,
+    [
+      dataclasses.replace(spec, tie=key) if key in tied else spec
+      for spec, key in zip(flat_specs, keys, strict=True)
+    ],
+  )
+
+
+def _channel_groups(
+  params: Any, unknown: Unknown, side: str, caller: str, tie: bool = False
+) -> Any:
   if unknown not in ("raise", "skip"):
     raise ValueError(f"`unknown` must be 'raise' or 'skip', got {unknown!r}.")
   _check_not_a_count(params, caller)
@@ -333,10 +393,13 @@ def _channel_groups(params: Any, unknown: Unknown, side: str, caller: str) -> An
       "unregularized."
     )
 
-  return jax.tree_util.tree_map_with_path(spec, params, is_leaf=is_variable)
+  specs = jax.tree_util.tree_map_with_path(spec, params, is_leaf=is_variable)
+  return _tie_shared_inputs(params, specs) if tie else specs
 
 
-def input_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:
+def input_channel_groups(
+  params: Any, *, unknown: Unknown = "raise", tie: bool = False
+) -> Any:
   """Spec tree with one group per input feature/channel of every kernel.
 
   The paper's grouping (docs/algorithm.md#the-problem-and-the-regularizers):
@@ -394,10 +457,27 @@ def input_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:
   (``Einsum`` aside); a hand-written (out, in) matrix or an ``nnx.Einsum``
   under another name needs an explicit spec, or the module passed in.
 
+  With ``tie=True``, the kernels that read the same input are tied
+  (``group_lasso(..., tie=key)``): an input feature's group is then its rows in
+  all of them, zero only when the feature can be removed from the input. The
+  sets: the ``query``/``key``/``value`` kernels of one attention module
+  (self-attention: they read one input; in cross-attention the query reads
+  another, and the tie only asks more of it than it needs), and the gate
+  kernels of one ``LSTMCell``/``GRUCell``/``MGUCell`` that read its input
+  (``ii``, ``if``, ``ig``, ``io``; ``ir``, ``iz``, ``in``) and those that read its
+  previous hidden state (``hi``, ...). The key names the parent module and the
+  set, e.g. ``"encoder/attention q/k/v"``; a set whose kernels differ in group
+  count or dtype stays untied. Untied (the default), each kernel drops its
+  own rows: more weights become zero at a given λ, and a layer that gathers
+  each kernel's own inputs (the lm task's export does) uses them all, but a
+  feature leaves the input only when it is zero in every kernel that reads
+  it. For other shared inputs, tie the specs yourself.
+
   Args:
     params: Linen params/variables, an ``nnx.State``, or an ``nnx.Module``.
     unknown: ``"raise"`` (default) or ``"skip"``: what to do with a leaf whose
       layout the rules above do not determine.
+    tie: whether to tie the kernels that read the same input (above).
 
   Returns:
     A spec tree with the structure of `params` (of ``nnx.state(model,
@@ -411,8 +491,15 @@ def input_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:
     >>> specs = oxr.input_channel_groups(params)
     >>> specs["Conv_0"]["kernel"], specs["Dense_0"]["kernel"], specs["Dense_0"]["bias"]
     (GroupLasso(axes=(0, 1, 3), weight='sqrt'), GroupLasso(axes=(1,), weight='sqrt'), None)
+
+    An attention block's query, key and value kernels, tied:
+
+    >>> attention = {name: {"kernel": jnp.zeros((16, 4, 8))}
+    ...              for name in ("query", "key", "value")}
+    >>> oxr.input_channel_groups({"attention": attention}, tie=True)["attention"]["key"]
+    {'kernel': GroupLasso(axes=(1, 2), weight='sqrt', tie='attention q/k/v')}
   """
-  return _channel_groups(params, unknown, "in", "input_channel_groups")
+  return _channel_groups(params, unknown, "in", "input_channel_groups", tie)
 
 
 def output_channel_groups(params: Any, *, unknown: Unknown = "raise") -> Any:

@@ -7,6 +7,7 @@ that Flax documents as the input (output) features, zeroes exactly one group,
 and there are as many groups as features.
 """
 
+import functools
 import math
 import pathlib
 import re
@@ -209,6 +210,98 @@ def test_nnx_presets_match_hand_derived_groups(nnx_zoo, form):
   specs = oxr.input_channel_groups(tree)
   oxr.resolve_specs(specs, state)
   oxr.resolve_specs(specs, nnx.as_pure(state))
+
+
+def _ties_by_path(specs):
+  """{path: tie key} of the tied specs, paths as in :func:`_axes_by_path`."""
+  flat = jax.tree_util.tree_flatten_with_path(specs, is_leaf=lambda x: x is None)[0]
+  ties = {}
+  for path, spec in flat:
+    names = tuple(getattr(k, "key", getattr(k, "name", None)) for k in path)
+    if spec is not None and spec.tie is not None:
+      ties[names[:-1] if names[-1] == "value" else names] = spec.tie
+  return ties
+
+
+def test_tie_joins_attention_and_gate_inputs_linen(linen_variables):
+  tied = oxr.input_channel_groups(linen_variables, tie=True)
+  assert _axes_by_path(tied) == _axes_by_path(oxr.input_channel_groups(linen_variables))
+  assert _ties_by_path(oxr.input_channel_groups(linen_variables)) == {}
+  expected = {
+    ("params", "Attn", m, "kernel"): "params/Attn q/k/v"
+    for m in ("query", "key", "value")
+  }
+  for cell, gates in [
+    ("LSTMCell_0", ("ii", "if", "ig", "io", "hi", "hf", "hg", "ho")),
+    ("OptimizedLSTMCell_0", ("ii", "if", "ig", "io", "hi", "hf", "hg", "ho")),
+    ("GRUCell_0", ("ir", "iz", "in", "hr", "hz", "hn")),
+  ]:
+    for gate in gates:
+      role = "input" if gate[0] == "i" else "hidden"
+      expected["params", cell, gate, "kernel"] = f"params/{cell} {role} gates"
+  assert _ties_by_path(tied) == expected  # The out projection, Dense: untied.
+
+
+class _NnxRecurrentAttention(nnx.Module):
+  def __init__(self, rngs):
+    self.attention = nnx.MultiHeadAttention(2, 8, qkv_features=8, rngs=rngs)
+    self.cell = nnx.LSTMCell(8, 6, rngs=rngs)
+    self.cross = nnx.MultiHeadAttention(2, 8, 8, in_kv_features=4, rngs=rngs)
+
+
+@pytest.mark.parametrize("form", ["module", "state"])
+def test_tie_joins_attention_and_gate_inputs_nnx(form):
+  model = _NnxRecurrentAttention(nnx.Rngs(0))
+  tree = model if form == "module" else nnx.state(model, nnx.Param)
+  ties = _ties_by_path(oxr.input_channel_groups(tree, tie=True))
+  expected = {
+    ("attention", m, "kernel"): "attention q/k/v" for m in ("query", "key", "value")
+  }
+  expected |= {
+    ("cell", g, "kernel"): "cell input gates" for g in ("ii", "if_", "ig", "io")
+  }
+  expected |= {
+    ("cell", g, "kernel"): "cell hidden gates" for g in ("hi", "hf", "hg", "ho")
+  }
+  # Cross-attention whose query reads 8 features and key/value 4: the three
+  # kernels differ in group count, so they stay untied.
+  assert ties == expected
+
+
+def test_tied_lstm_trains_and_reports_removable_inputs():
+  model = nnx.LSTMCell(5, 4, rngs=nnx.Rngs(0))
+  regularizer = functools.partial(oxr.input_channel_groups, tie=True)
+  optimizer = nnx.Optimizer(
+    model,
+    oxr.ramda(0.1, reg_strength=0.5, regularizer=regularizer, milestones=(20,)),
+    wrt=nnx.Param,
+  )
+  x = jax.random.normal(jax.random.key(1), (16, 5)) * jnp.array([1, 1, 1, 0, 0])
+  carry = model.initialize_carry((16, 5), nnx.Rngs(2))
+
+  @nnx.jit
+  def step(model, optimizer):
+    def loss(model):
+      (c, h), _ = model(carry, x)
+      return jnp.mean((h - 1.0) ** 2) + jnp.mean(c**2)
+
+    optimizer.update(model, nnx.grad(loss)(model))
+
+  for _ in range(40):
+    step(model, optimizer)
+  prox = oxr.prox_iterate(optimizer.opt_state)
+  report = oxr.sparsity(prox, regularizer(model))
+  inputs = report["ties"]["input gates"]  # The cell is the root: no parent.
+  assert inputs["groups"] == 5 and inputs["leaves"] == [
+    f"['{g}']['kernel']" for g in ("if_", "ig", "ii", "io")
+  ]
+  # Inputs 3 and 4 are always zero: their rows get no gradient but the
+  # regularizer's, and leave all four gates together.
+  kernels = [prox[g]["kernel"] for g in ("ii", "if_", "ig", "io")]
+  rows = np.concatenate([np.asarray(k) for k in kernels], axis=1)
+  zero = (rows == 0).all(axis=1)
+  assert zero[3:].all()
+  assert int(inputs["zero_groups"]) == int(zero.sum())
 
 
 def test_ambiguous_rank3_kernel_raises_unless_module_or_skip():
