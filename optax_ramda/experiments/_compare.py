@@ -284,7 +284,7 @@ def compare(
         for key in task.summary_keys(regularizer.name)
       }
       keys = [k for p in panels for k in p[:2] if k]
-      if regularizer.name == "group_lasso":
+      if regularizer.name != "nuclear":
         keys += ["group_flips", "prox_group_flips"]
       if not method.dual_averaging:  # Ŵ is the weights themselves.
         keys = [k for k in keys if not k.startswith("prox_")]

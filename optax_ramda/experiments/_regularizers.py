@@ -3,6 +3,10 @@
 * ``group_lasso`` (the default): :func:`optax_ramda.input_channel_groups`, the
   paper's input groups; the structure is the group sparsity, and the export is
   the task's structured one (:meth:`~._task.Task.export`).
+* ``tied_group_lasso``: the same groups, with the kernels that read one input
+  tied (:func:`optax_ramda.input_channel_groups` with ``tie=True``: attention's
+  query, key and value; a recurrent cell's gates), so that a group is zero only
+  when its feature can leave the input; at group lasso's calibrated points.
 * ``nuclear``: every kernel that the input grouping would regularize gets
   :func:`optax_ramda.nuclear` instead (biases, embeddings and norms stay free),
   the paper's low-rank setting; each epoch also records the low-rank level of
@@ -109,6 +113,18 @@ class GroupLasso:
 
 
 @dataclasses.dataclass(frozen=True)
+class TiedGroupLasso(GroupLasso):
+  """The input groups with shared inputs tied (see the module doc)."""
+
+  name: str = "tied_group_lasso"
+  title: str = ", tied groups"
+
+  def specs(self, task: Task, model: nnx.Module) -> Any:
+    del task
+    return _pure(oxr.input_channel_groups(model, tie=True))
+
+
+@dataclasses.dataclass(frozen=True)
 class Nuclear(GroupLasso):
   """The nuclear norm on every kernel of the input grouping (module doc)."""
 
@@ -172,4 +188,6 @@ def _pure(tree: Any) -> Any:
   return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
 
 
-REGULARIZERS: dict[str, GroupLasso] = {r.name: r for r in (GroupLasso(), Nuclear())}
+REGULARIZERS: dict[str, GroupLasso] = {
+  r.name: r for r in (GroupLasso(), TiedGroupLasso(), Nuclear())
+}

@@ -92,7 +92,11 @@ def _check_protocol(args: argparse.Namespace, error: Error) -> None:
   paper = args.protocol == "paper"
   for flag, value in (("--sweep", args.sweep), ("--protocol paper", paper)):
     if value and special:
-      error(f"{flag} does not apply to --task lm or --regularizer nuclear")
+      error(
+        f"{flag} does not apply to --task lm or --regularizer {args.regularizer}"
+        if args.regularizer != "group_lasso"
+        else f"{flag} does not apply to --task lm"
+      )
   if paper:
     fixed = {
       "--batch-size": args.batch_size,

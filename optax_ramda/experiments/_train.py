@@ -176,7 +176,8 @@ class Trainer:
       (the remainder is skipped that epoch).
     devices: the devices of the data-parallel mesh (default: ``jax.devices()``,
       all devices of all processes).
-    regularizer: ``"group_lasso"`` (the paper's input groups) or
+    regularizer: ``"group_lasso"`` (the paper's input groups),
+      ``"tied_group_lasso"`` (the same with shared inputs tied) or
       ``"nuclear"`` (low rank; matrix kernels only).
     test: a split evaluated once after training (the lm task's test windows,
       ``data``'s test split being its validation split), or None.
