@@ -116,8 +116,10 @@ def target_sparsity(
     A constant target asks for the whole sparsity from the first update, on an
     untrained model; on networks, raise it gradually, for example along Zhu &
     Gupta's cubic ``optax.polynomial_schedule(0.0, s, 3, until)`` (on digits
-    mlp, RMDA at s = 0.5 reached 19 % test accuracy with a constant target and
-    95 % with that ramp). See docs/target_sparsity.md.
+    mlp at s = 0.5, ProxGen, ProxSGD and ProxSSI tested 96.94 % with a
+    constant target, seed 0, and 97.78 to 97.87 % with a ramp to the first
+    milestone, 3 seeds; RMDA 98.06 % and 97.59 %). See
+    docs/target_sparsity.md.
 
   Args:
     target: s ∈ [0, 1), the weighted fraction of the regularized groups to

@@ -161,3 +161,38 @@ def test_nuclear_search_scores_on_the_training_examples_never_the_test_split():
   train_rows = set(map(bytes, train))
   # No scored image is a test image (unless it also appears among the training ones).
   assert not (set(map(bytes, data.x_test)) & test_rows) - train_rows
+
+
+def test_a_search_without_the_dense_reference_has_no_bar_and_finishes(
+  tmp_path, monkeypatch, capsys
+):
+  # `--optimizer ramda` alone: no AdamW run sets the bar. The search used to end
+  # in `min() arg is an empty sequence` (short_of_bar); it now says there is no
+  # bar and prints each method's best-quality point.
+  class FakeTrainer:
+    def __init__(self, task, data, method, settings, *args, **kwargs):
+      self.reg = settings.reg_strength
+
+    def run(self, seed, epochs):
+      ppl = {1e-4: 7.0, 1e-3: 8.0}[self.reg]
+      final = {"val_perplexity": ppl, "group_sparsity": 10 * self.reg}
+      return type("Result", (), {"final": final})()
+
+  data = type("Data", (), {"y_train": np.zeros(64)})()
+  monkeypatch.setattr(_calibrate, "search_data", lambda search: (data, None))
+  monkeypatch.setattr(_calibrate, "Trainer", FakeTrainer)
+  path = tmp_path / "records.jsonl"
+  argv = ["lm", "--optimizer", "ramda", "--reg", "1e-4", "1e-3", "--lr-factors", "1"]
+  assert _calibrate.main([*argv, "--out", str(path)]) == 0
+  out = capsys.readouterr().out
+  assert "no dense reference among the runs" in out
+  assert "grid rule:" not in out  # The rule's requests.
+  assert '("lm", "ramda"): (0.0001, 0.01),' in out
+  # The same from the records, and with only a diverged dense run.
+  assert _calibrate.main(["lm", "--select", "--out", str(path)]) == 0
+  assert "no dense reference among the runs" in capsys.readouterr().out
+  records = [json.loads(line) for line in path.read_text().splitlines()]
+  diverged = _record("adamw", 0.0, 1e-3, math.inf, 0.0)
+  assert _selection.short_of_bar([diverged, *records], "group_sparsity", 0.02) == []
+  chosen = _selection.choose([diverged, *records], "group_sparsity", 0.02)
+  assert chosen["ramda"] == records[0]

@@ -9,7 +9,9 @@ points. The rule: the dense reference's (AdamW's) best validation quality
 sets the bar; each regularized method gets the (λ, η) with the most structure
 (group sparsity, or low-rank level for ``nuclear``) whose validation quality
 is within the tolerance of that bar (perplexity at most ``1 + tol`` times it,
-or accuracy at most ``tol`` below it), else its best-quality point.
+or accuracy at most ``tol`` below it), else its best-quality point. A search
+without the dense reference (``--optimizer ramda``) has no bar: it says so and
+prints each method's best-quality point.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from optax_ramda.experiments import _data, _grid_rule, _lm, _optimizers
 from optax_ramda.experiments._classifiers import ClassifierTask
 from optax_ramda.experiments._optimizers import METHODS
 from optax_ramda.experiments._selection import choose as choose
-from optax_ramda.experiments._selection import short_of_bar
+from optax_ramda.experiments._selection import has_bar, short_of_bar
 from optax_ramda.experiments._tasks import TASKS
 from optax_ramda.experiments._train import Trainer
 
@@ -238,7 +240,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_pending(records: list[dict[str, Any]], key: str, tol: float) -> None:
-  """What the grid-extension rule still asks for, as the calls that run it."""
+  """What the grid-extension rule still asks for, as the calls that run it.
+
+  Without a dense reference among the records (one that did not diverge)
+  there is no bar: one line says so, and the rule, which extends the choices
+  made against the bar, asks for nothing.
+  """
+  if not has_bar(records, key):
+    print(
+      "no dense reference among the runs (or only diverged ones): no bar, so no"
+      " selection against it and no grid rule; the points below are each"
+      " method's best validation quality"
+    )
+    return
   chosen, short = choose(records, key, tol), short_of_bar(records, key, tol)
   for name, axis, value in _grid_rule.pending(chosen, records, short):
     flag = (

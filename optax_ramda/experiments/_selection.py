@@ -232,9 +232,27 @@ def choose(records: list[dict[str, Any]], key: str, tol: float) -> dict[str, Any
   return chosen
 
 
+def has_bar(records: list[dict[str, Any]], key: str) -> bool:
+  """Whether a search's records hold a dense reference run that did not
+  diverge: the bar of :func:`choose` (without one, it gives every method its
+  best-quality run)."""
+  lm = key == "group_sparsity" and "val_perplexity" in records[0]
+  return any(
+    not METHODS[r["optimizer"]].regularized
+    and np.isfinite(r["val_perplexity"] if lm else r["accuracy"])
+    for r in records
+  )
+
+
 def short_of_bar(records: list[dict[str, Any]], key: str, tol: float) -> list[str]:
   """The regularized methods of a search with no run within the tolerance of
-  the dense reference's best (:func:`choose` gave them their best-quality run)."""
+  the dense reference's best (:func:`choose` gave them their best-quality run).
+
+  Without a bar (no dense reference among the records, or only diverged ones)
+  no method is short of it: the list is empty.
+  """
+  if not has_bar(records, key):
+    return []
   lm = key == "group_sparsity" and "val_perplexity" in records[0]
   dense = [r for r in records if not METHODS[r["optimizer"]].regularized]
   if lm:
