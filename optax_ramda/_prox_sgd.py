@@ -84,18 +84,14 @@ def scale_by_prox_sgd(
     lam = _target.reg_strength_for(
       mode,
       reg_strength,
+      target,
       state.count,
       state.reg_strength,
-      lambda: _target.chosen_reg_strength(
-        target,
-        state.count,
-        state.reg_strength,
-        lr,
-        specs,
-        lambda spec, w, b: _target.leaf_scores(spec, 0, 1, w - lr * b, w),
-        params,
-        trace,
-      ),
+      lr,
+      specs,
+      lambda spec, w, b: _target.leaf_scores(spec, 0, 1, w - lr * b, w),
+      params,
+      trace,
     )
     threshold = lr * lam
 

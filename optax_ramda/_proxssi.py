@@ -97,21 +97,15 @@ def scale_by_proxssi(
     lam = _target.reg_strength_for(
       mode,
       reg_strength,
+      target,
       state.count,
       state.reg_strength,
-      lambda: _target.chosen_reg_strength(
-        target,
-        state.count,
-        state.reg_strength,
-        lr,
-        specs,
-        lambda spec, w, m, v: _target.leaf_scores(
-          spec, 0, *adam_step(w, m, v)[::-1], w
-        ),
-        params,
-        moments.mu,
-        moments.nu,
-      ),
+      lr,
+      specs,
+      lambda spec, w, m, v: _target.leaf_scores(spec, 0, *adam_step(w, m, v)[::-1], w),
+      params,
+      moments.mu,
+      moments.nu,
     )
     threshold = lr * lam
 

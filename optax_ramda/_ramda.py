@@ -166,24 +166,20 @@ def scale_by_ramda(
     lam = _target.reg_strength_for(
       mode,
       reg_strength,
+      target,
       count,
       state.reg_strength,
-      lambda: _target.chosen_reg_strength(
-        target,
-        count,
-        state.reg_strength,
-        alpha,
-        specs,
-        lambda spec, g, w, v, u, anchor, prox: _target.leaf_scores(
-          spec, *accumulate(g, v, u)[::2], anchor, warm(w, prox)
-        ),
-        updates,
-        params,
-        state.grad_sum,
-        state.grad_sq_sum,
-        state.anchor,
-        state.prox,
+      alpha,
+      specs,
+      lambda spec, g, w, v, u, anchor, prox: _target.leaf_scores(
+        spec, *accumulate(g, v, u)[::2], anchor, warm(w, prox)
       ),
+      updates,
+      params,
+      state.grad_sum,
+      state.grad_sq_sum,
+      state.anchor,
+      state.prox,
     )
     threshold = alpha * lam
 

@@ -130,22 +130,18 @@ def scale_by_rmda(
     lam = _target.reg_strength_for(
       mode,
       reg_strength,
+      target,
       count,
       state.reg_strength,
-      lambda: _target.chosen_reg_strength(
-        target,
-        count,
-        state.reg_strength,
-        alpha / sqrt_k,
-        specs,
-        lambda spec, g, w, v, anchor: _target.leaf_scores(
-          spec, 0, 1, prox_argument(g, v, anchor)[1], w
-        ),
-        updates,
-        params,
-        state.grad_sum,
-        state.anchor,
+      alpha / sqrt_k,
+      specs,
+      lambda spec, g, w, v, anchor: _target.leaf_scores(
+        spec, 0, 1, prox_argument(g, v, anchor)[1], w
       ),
+      updates,
+      params,
+      state.grad_sum,
+      state.anchor,
     )
     threshold = alpha / sqrt_k * lam
 

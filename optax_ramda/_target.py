@@ -317,16 +317,25 @@ def dispatch(
 def reg_strength_for(
   mode: Mode,
   reg_strength: Any,
+  target: Any,
   count: jax.Array,
   previous: jax.Array,
-  follow: Callable[[], jax.Array],
+  scale: jax.Array,
+  specs: Any,
+  scores: Callable[..., jax.Array],
+  *trees: Any,
 ) -> jax.Array:
-  """λ of this step: the constant or schedule, the held λ, or ``follow()``."""
+  """λ of this step: the constant or schedule, the held λ, or the target's.
+
+  In mode ``"fixed"``, `reg_strength` (a constant or a schedule of `count`);
+  ``"held"``, `previous`; else :func:`chosen_reg_strength` of the other
+  arguments, which are traced only in that mode.
+  """
   if mode == "fixed":
     return _stages.value_at(reg_strength, count)
   if mode == "held":
     return previous
-  return follow()
+  return chosen_reg_strength(target, count, previous, scale, specs, scores, *trees)
 
 
 def chosen_reg_strength(

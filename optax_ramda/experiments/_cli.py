@@ -277,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     "--regularizer",
     choices=tuple(REGULARIZERS),
     default="group_lasso",
-    help="group_lasso (default: the paper's input groups), tied_group_lasso (the "
-    "same, attention's q/k/v and a recurrent cell's gates tied) or nuclear (low rank)",
+    help="group_lasso (default: input groups), tied_group_lasso (q/k/v and "
+    "gates tied) or nuclear (low rank)",
   )
   parser.add_argument(
     "--out",
