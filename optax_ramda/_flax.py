@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import sys
 from collections.abc import Hashable
 from typing import Any, Literal, NamedTuple, TypeAlias
@@ -339,9 +338,7 @@ def _tie_shared_inputs(params: Any, specs: Any) -> Any:
     key = None if spec is None else _shared_input(path_names(path))
     keys.append(key)
     if key is not None:
-      shape = tuple(leaf.shape)
-      spanned = set(spec.group_axes(len(shape)))
-      groups = math.prod(n for a, n in enumerate(shape) if a not in spanned)
+      groups = spec.num_groups(tuple(leaf.shape))
       members.setdefault(key, []).append((groups, jax.numpy.dtype(leaf.dtype)))
   tied = {k for k, m in members.items() if len(m) > 1 and len(set(m)) == 1}
   return jax.tree_util.tree_unflatten(

@@ -124,6 +124,11 @@ class GroupLasso(Regularizer):
   def group_axes(self, ndim: int) -> tuple[int, ...]:
     return tuple(a % ndim for a in self.axes)
 
+  def num_groups(self, shape: Shape) -> int:
+    """The groups of a leaf of `shape`: the product of the axes not spanned."""
+    span = self.group_axes(len(shape))
+    return math.prod(d for a, d in enumerate(shape) if a not in span)
+
   def group_weight(self, shape: Shape) -> float:
     return _solvers.group_weight(shape, self.group_axes(len(shape)), self.weight)
 
@@ -476,14 +481,12 @@ def resolve_specs(regularizer: RegularizerArg, params: Any) -> Any:
 
 def _check_ties(specs: list[Any], param_leaves: list[tuple[KeyPath, Any]]) -> None:
   """The leaves of each tie agree in group count, dtype and weight."""
-  first: dict[str, tuple[str, Shape, Any, Any]] = {}
+  first: dict[str, tuple[str, int, Any, Any]] = {}
   for spec, (path, leaf) in zip(specs, param_leaves, strict=True):
     if not isinstance(spec, GroupLasso) or spec.tie is None:
       continue
     name = jax.tree_util.keystr(path) or "<root>"
-    shape = tuple(leaf.shape)
-    span = spec.group_axes(len(shape))
-    groups = math.prod(d for a, d in enumerate(shape) if a not in span)
+    groups = spec.num_groups(tuple(leaf.shape))
     mine = (name, groups, jnp.dtype(leaf.dtype), spec.weight)
     other = first.setdefault(spec.tie, mine)
     for what, i in (("groups", 1), ("dtype", 2), ("weight", 3)):
