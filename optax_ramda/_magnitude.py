@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import PartitionSpec as P
 
 from optax_ramda import _checks, _solvers, _ties
 from optax_ramda._regularizers import (
@@ -26,6 +25,7 @@ from optax_ramda._regularizers import (
   resolve_specs,
   specs_at_init,
 )
+from optax_ramda._sharding import resharded
 
 Allocation = Literal["uniform", "erk", "global"]
 _ALLOCATIONS = ("uniform", "erk", "global")
@@ -122,7 +122,7 @@ def _tied_masks(
   new = _new_masks(
     layouts, virtual_params, tie_plan.gather(masks), sparsity, allocation
   )
-  return tie_plan.scatter(new, len(params))
+  return tie_plan.scatter(new, params)
 
 
 def _erk_densities(density: jax.Array, leaves: list[_Leaf]) -> jax.Array:
@@ -150,21 +150,6 @@ def _erk_densities(density: jax.Array, leaves: list[_Leaf]) -> jax.Array:
   return ranked[np.argsort(order)]
 
 
-def _resharded(x: jax.Array, like: jax.Array | None = None) -> jax.Array:
-  """`x` with the sharding in the type of `like` (unsharded if ``None``).
-
-  Only Explicit mesh axes put a sharding in an array's type; there a sort must
-  see its whole axis, and both branches of a ``cond`` must agree. Under Auto
-  axes, or without a mesh, the compiler places the data itself.
-  """
-  source = jax.typeof(x).sharding
-  target = None if like is None else jax.typeof(like).sharding
-  spec = (*source.spec, *(() if target is None else target.spec))
-  if all(axis is None for axis in spec):
-    return x
-  return jax.sharding.reshard(x, source.update(spec=P()) if target is None else target)
-
-
 def _prune_lowest(scores: jax.Array, sizes: jax.Array, budget: jax.Array) -> jax.Array:
   """Keep flags: the lowest-scored groups whose sizes sum to ≤ `budget` are pruned.
 
@@ -181,7 +166,7 @@ def _group_scores(w: jax.Array, keep: jax.Array, leaf: _Leaf) -> jax.Array:
   score = _solvers.group_norm(x, leaf.axes) / math.sqrt(leaf.size)
   # Pruned groups rank first, so the pruned set only grows and they stay zero.
   kept = jnp.all(keep, axis=leaf.axes, keepdims=True)
-  return _resharded(jnp.where(kept, score, -1).ravel())
+  return resharded(jnp.where(kept, score, -1).ravel())
 
 
 def _new_masks(
@@ -225,7 +210,7 @@ def _new_masks(
   for (i, leaf), keep in zip(pruned, keeps, strict=True):
     shape = params[i].shape
     grouped = tuple(1 if a in leaf.axes else d for a, d in enumerate(shape))
-    out[i] = _resharded(jnp.broadcast_to(keep.reshape(grouped), shape), masks[i])
+    out[i] = resharded(jnp.broadcast_to(keep.reshape(grouped), shape), masks[i])
   return out
 
 

@@ -26,8 +26,8 @@ import optax
 from jax import lax
 
 from optax_ramda import _solvers, _stages, _ties
-from optax_ramda._magnitude import _resharded
 from optax_ramda._regularizers import Nuclear, Regularizer, is_spec
+from optax_ramda._sharding import resharded
 
 # The quantile is rounded up by this many ulps of λ's dtype, so that the group
 # at the quantile is zeroed whatever the rounding of the solver's own
@@ -273,7 +273,7 @@ def leaf_scores(
     norms = _solvers.group_norm(b, spec.group_axes(anchor.ndim))
     scores = norms / weight if weight > 0 else jnp.full(norms.shape, jnp.inf, dtype)
   scores = jnp.where(jnp.isnan(scores), jnp.inf, scores).astype(dtype)
-  return _resharded(scores.ravel())
+  return resharded(scores.ravel())
 
 
 def _quantile(scores: jax.Array, sizes: np.ndarray, need: Any) -> jax.Array:

@@ -24,6 +24,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from optax_ramda._sharding import resharded
+
 
 @dataclasses.dataclass(frozen=True)
 class _Member:
@@ -59,18 +61,23 @@ class Plan:
       if not members:
         out.append(leaves[sources[0]])
         continue
+      # Under Explicit mesh axes a reshape that merges sharded axes needs its
+      # output's sharding: a tied set is regrouped unsharded (and `scatter`
+      # gives each leaf its own sharding back).
       rows = [
-        jnp.transpose(leaves[m.index], m.perm).reshape(-1, m.width) for m in members
+        jnp.transpose(resharded(leaves[m.index]), m.perm).reshape(-1, m.width)
+        for m in members
       ]
       out.append(jnp.concatenate(rows, axis=1))
     return out
 
-  def scatter(self, values: Sequence[Any], count: int) -> list[Any]:
-    """Splits one value per virtual leaf back into `count` per-leaf values.
+  def scatter(self, values: Sequence[Any], likes: Sequence[Any]) -> list[Any]:
+    """Splits one value per virtual leaf back into per-leaf values.
 
-    A scalar (an iteration count) is given to each tied leaf as it is.
+    A scalar (an iteration count) is given to each tied leaf as it is; an
+    array part takes the sharding of its leaf in `likes` (one per leaf).
     """
-    out: list[Any] = [None] * count
+    out: list[Any] = [None] * len(likes)
     for members, sources, value in zip(self.members, self.sources, values, strict=True):
       if not members:
         out[sources[0]] = value
@@ -82,9 +89,8 @@ class Plan:
       parts = jnp.split(value, np.cumsum([m.width for m in members])[:-1], axis=1)
       for m, part in zip(members, parts, strict=True):
         permuted = tuple(m.shape[a] for a in m.perm)
-        out[m.index] = jnp.transpose(
-          part.reshape(permuted), tuple(np.argsort(m.perm).tolist())
-        )
+        leaf = jnp.transpose(part.reshape(permuted), tuple(np.argsort(m.perm).tolist()))
+        out[m.index] = resharded(leaf, likes[m.index])
     return out
 
 
@@ -169,9 +175,9 @@ def map_virtual(
     fn(s, *xs) for s, xs in zip(tie_plan.specs, zip(*virtual, strict=True), strict=True)
   ]
   if not isinstance(results[0], tuple):
-    return tie_plan.scatter(results, len(specs))
+    return tie_plan.scatter(results, flat_trees[0])
   fields = [
-    tie_plan.scatter([r[f] for r in results], len(specs))
+    tie_plan.scatter([r[f] for r in results], flat_trees[0])
     for f in range(len(results[0]))
   ]
   kind = type(results[0])

@@ -33,6 +33,12 @@ SPECS = {
   "bias": None,
 }
 
+TIED_SPECS = {
+  "conv": oxr.group_lasso(axes=(0, 1, 3), tie="in"),
+  "dense": oxr.group_lasso(axes=(1,), tie="in"),
+  "bias": None,
+}
+
 # Optimizer factories. The strengths are chosen so that after STEPS steps some
 # groups of each kernel are exactly zero and others are not, and the iterative
 # solvers take several inner iterations per step.
@@ -49,6 +55,16 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     regularizer=SPECS,
     milestones=(3,),
     solver="exact",
+  ),
+  # Both kernels have 8 input groups: tied, group i is channel i of the conv
+  # and row i of the dense kernel together (one virtual leaf across two
+  # differently laid-out, differently sharded leaves).
+  "ramda_tied": lambda: oxr.ramda(
+    0.5,
+    momentum=0.3,
+    reg_strength=0.012,
+    regularizer=TIED_SPECS,
+    milestones=(3,),
   ),
   "proxgen": lambda: oxr.proxgen(0.05, reg_strength=0.01, regularizer=SPECS),
   "rmda": lambda: oxr.rmda(
