@@ -80,6 +80,7 @@ def scale_by_prox_sgd(
     trace = jax.tree.map(
       lambda g, b: ((1 - c) * b + c * g).astype(b.dtype), updates, state.trace
     )
+    trees = (params, trace)
     # Under a target, the quantile over this step's prox arguments x, in the metric I.
     lam = _target.reg_strength_for(
       mode,
@@ -90,8 +91,7 @@ def scale_by_prox_sgd(
       lr,
       specs,
       lambda spec, w, b: _target.leaf_scores(spec, 0, 1, w - lr * b, w),
-      params,
-      trace,
+      *trees,
     )
     threshold = lr * lam
 
@@ -103,7 +103,7 @@ def scale_by_prox_sgd(
         z, iters = spec.prox(x, threshold, w)
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
-    steps = map_leaf_steps(leaf_step, _LeafStep, specs, params, trace)
+    steps = map_leaf_steps(leaf_step, _LeafStep, specs, *trees)
     new_state = ScaleByProxSgdState(
       count=optax.safe_increment(state.count),
       trace=trace,

@@ -100,6 +100,7 @@ def scale_by_proxgen(
       p = jnp.sqrt(v) / moments.sqrt_bc2 + eps
       return (a * m).astype(p.dtype), p
 
+    trees = (params, moments.mu, moments.nu)
     # Under a target, the quantile over the subproblems this step is about to solve.
     lam = _target.reg_strength_for(
       mode,
@@ -110,9 +111,7 @@ def scale_by_proxgen(
       lr,
       specs,
       lambda spec, w, m, v: _target.leaf_scores(spec, *metric(m, v), w, w),
-      params,
-      moments.mu,
-      moments.nu,
+      *trees,
     )
     threshold = lr * lam
 
@@ -126,7 +125,7 @@ def scale_by_proxgen(
       )
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
-    steps = map_leaf_steps(leaf_step, _LeafStep, specs, params, moments.mu, moments.nu)
+    steps = map_leaf_steps(leaf_step, _LeafStep, specs, *trees)
     new_state = ScaleByProxgenState(
       count=moments.count,
       mu=moments.mu,

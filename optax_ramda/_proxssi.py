@@ -93,6 +93,7 @@ def scale_by_proxssi(
       p = jnp.sqrt(v.astype(jnp.promote_types(v.dtype, jnp.float32))) + eps
       return w - (step_size * (m / p)).astype(p.dtype), p
 
+    trees = (params, moments.mu, moments.nu)
     # Under a target, the quantile over this step's weighted prox: b = p∘x.
     lam = _target.reg_strength_for(
       mode,
@@ -103,9 +104,7 @@ def scale_by_proxssi(
       lr,
       specs,
       lambda spec, w, m, v: _target.leaf_scores(spec, 0, *adam_step(w, m, v)[::-1], w),
-      params,
-      moments.mu,
-      moments.nu,
+      *trees,
     )
     threshold = lr * lam
 
@@ -123,7 +122,7 @@ def scale_by_proxssi(
       )
       return _LeafStep(z.astype(w.dtype) - w, iters)
 
-    steps = map_leaf_steps(leaf_step, _LeafStep, specs, params, moments.mu, moments.nu)
+    steps = map_leaf_steps(leaf_step, _LeafStep, specs, *trees)
     new_state = ScaleByProxssiState(
       count=moments.count,
       mu=moments.mu,

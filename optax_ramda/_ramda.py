@@ -162,6 +162,14 @@ def scale_by_ramda(
     def warm(w, prox):
       return w if warm_start == "params" else prox
 
+    trees = (
+      updates,
+      params,
+      state.grad_sum,
+      state.grad_sq_sum,
+      state.anchor,
+      state.prox,
+    )
     # Under a target, the quantile over the subproblems this step will solve.
     lam = _target.reg_strength_for(
       mode,
@@ -174,12 +182,7 @@ def scale_by_ramda(
       lambda spec, g, w, v, u, anchor, prox: _target.leaf_scores(
         spec, *accumulate(g, v, u)[::2], anchor, warm(w, prox)
       ),
-      updates,
-      params,
-      state.grad_sum,
-      state.grad_sq_sum,
-      state.anchor,
-      state.prox,
+      *trees,
     )
     threshold = alpha * lam
 
@@ -203,17 +206,7 @@ def scale_by_ramda(
       w_new = ((1 - c) * w + c * z).astype(w.dtype)
       return _LeafStep(w_new - w, v, u, z, iters)
 
-    steps = map_leaf_steps(
-      leaf_step,
-      _LeafStep,
-      specs,
-      updates,
-      params,
-      state.grad_sum,
-      state.grad_sq_sum,
-      state.anchor,
-      state.prox,
-    )
+    steps = map_leaf_steps(leaf_step, _LeafStep, specs, *trees)
     new_state = ScaleByRamdaState(
       count=optax.safe_increment(count),
       stage_count=k,

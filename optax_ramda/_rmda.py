@@ -126,6 +126,7 @@ def scale_by_rmda(
       v = v + (s * g).astype(v.dtype)
       return v, anchor - v / sqrt_k.astype(v.dtype)
 
+    trees = (updates, params, state.grad_sum, state.anchor)
     # Under a target, the quantile over this step's prox arguments x (metric I).
     lam = _target.reg_strength_for(
       mode,
@@ -138,10 +139,7 @@ def scale_by_rmda(
       lambda spec, g, w, v, anchor: _target.leaf_scores(
         spec, 0, 1, prox_argument(g, v, anchor)[1], w
       ),
-      updates,
-      params,
-      state.grad_sum,
-      state.anchor,
+      *trees,
     )
     threshold = alpha / sqrt_k * lam
 
@@ -154,9 +152,7 @@ def scale_by_rmda(
       w_new = ((1 - c) * w + c * z).astype(w.dtype)
       return _LeafStep(w_new - w, v, z, iters)
 
-    steps = map_leaf_steps(
-      leaf_step, _LeafStep, specs, updates, params, state.grad_sum, state.anchor
-    )
+    steps = map_leaf_steps(leaf_step, _LeafStep, specs, *trees)
     new_state = ScaleByRmdaState(
       count=optax.safe_increment(count),
       stage_count=k,
