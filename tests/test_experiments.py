@@ -306,6 +306,22 @@ def test_help_states_each_tasks_own_defaults(capsys):
   assert len(text.splitlines()) < 129  # The help before this restructuring.
 
 
+def test_target_of_ramps_to_the_first_milestone_and_holds_from_the_last():
+  """--target-sparsity S: S along a cubic by the first milestone, λ held from the
+  last; one stage: S reached at the end. Oracle: s_t = S(1 − (1 − t/T)³) by hand."""
+  from optax_ramda.experiments._compare import target_of
+
+  target = target_of(0.5, (100, 200), 300)
+  assert target.until == 200
+  assert float(target.target(0)) == 0.0
+  assert float(target.target(50)) == pytest.approx(0.5 * (1 - 0.5**3))
+  assert float(target.target(100)) == float(target.target(250)) == 0.5
+  single = target_of(0.5, (), 300)
+  assert single.until == 300
+  assert float(target.target(150)) == 0.5
+  assert float(single.target(150)) == pytest.approx(0.5 * (1 - 0.5**3))
+
+
 def test_target_sparsity_trains_each_method_to_the_target(data_file, tmp_path):
   """--target-sparsity: λ chosen per method, reported in the table and records;
   magnitude pruning takes S as its own target.

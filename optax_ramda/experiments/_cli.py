@@ -224,9 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     type=_sparsity,
     metavar="S",
     help="train every regularized method to weighted group sparsity S in [0, 1) "
-    "instead of a λ: each chooses λ every step until the last milestone, then "
-    "holds it (oxr.target_sparsity); η stays calibrated, and the table reports "
-    "the λ each method ended with. Magnitude pruning takes S as its own target",
+    "instead of a λ: each chooses λ every step (S ramped in by the first "
+    "milestone) and holds it from the last (oxr.target_sparsity); η stays "
+    "calibrated; the table reports the final λ. Magnitude pruning takes S as "
+    "its own target",
   )
   parser.add_argument(
     "--lr",
