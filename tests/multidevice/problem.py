@@ -39,33 +39,31 @@ TIED_SPECS = {
   "bias": None,
 }
 
+
+def _ramda(regularizer, **kwargs) -> optax.GradientTransformation:
+  """RAMDA as every RAMDA case here runs it, on `regularizer`."""
+  return oxr.ramda(
+    0.5,
+    momentum=0.3,
+    reg_strength=0.012,
+    regularizer=regularizer,
+    milestones=(3,),
+    **kwargs,
+  )
+
+
 # Optimizer factories. The strengths are chosen so that after STEPS steps some
 # groups of each kernel are exactly zero and others are not, and the iterative
 # solvers take several inner iterations per step.
 OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
-  "ramda": lambda: oxr.ramda(
-    0.5, momentum=0.3, reg_strength=0.012, regularizer=SPECS, milestones=(3,)
-  ),
   # In float32 "pg" stops once q stops decreasing, so its iterate is fixed only
-  # to the solver's inexactness; "exact" is fixed to rounding.
-  "ramda_exact": lambda: oxr.ramda(
-    0.5,
-    momentum=0.3,
-    reg_strength=0.012,
-    regularizer=SPECS,
-    milestones=(3,),
-    solver="exact",
-  ),
+  # to the solver's inexactness; "exact" (the default) is fixed to rounding.
+  "ramda": lambda: _ramda(SPECS, solver="pg"),
+  "ramda_exact": lambda: _ramda(SPECS, solver="exact"),
   # Both kernels have 8 input groups: tied, group i is channel i of the conv
   # and row i of the dense kernel together (one virtual leaf across two
   # differently laid-out, differently sharded leaves).
-  "ramda_tied": lambda: oxr.ramda(
-    0.5,
-    momentum=0.3,
-    reg_strength=0.012,
-    regularizer=TIED_SPECS,
-    milestones=(3,),
-  ),
+  "ramda_tied": lambda: _ramda(TIED_SPECS),
   "proxgen": lambda: oxr.proxgen(0.05, reg_strength=0.01, regularizer=SPECS),
   "rmda": lambda: oxr.rmda(
     0.5, momentum=0.3, reg_strength=0.8, regularizer=SPECS, milestones=(3,)
