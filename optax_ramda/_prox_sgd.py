@@ -90,7 +90,10 @@ def scale_by_prox_sgd(
       state.reg_strength,
       lr,
       specs,
-      lambda spec, w, b: _target.leaf_scores(spec, 0, 1, w - lr * b, w),
+      lambda spec, w, b: (
+        _target.leaf_scores(spec, 0, 1, w - lr * b, w),
+        _target.leaf_signal(spec, b),
+      ),
       *trees,
     )
     threshold = lr * lam

@@ -110,7 +110,10 @@ def scale_by_proxgen(
       state.reg_strength,
       lr,
       specs,
-      lambda spec, w, m, v: _target.leaf_scores(spec, *metric(m, v), w, w),
+      lambda spec, w, m, v: (
+        _target.leaf_scores(spec, *metric(m, v), w, w),
+        _target.leaf_signal(spec, v),
+      ),
       *trees,
     )
     threshold = lr * lam

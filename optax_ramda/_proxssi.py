@@ -103,7 +103,10 @@ def scale_by_proxssi(
       state.reg_strength,
       lr,
       specs,
-      lambda spec, w, m, v: _target.leaf_scores(spec, 0, *adam_step(w, m, v)[::-1], w),
+      lambda spec, w, m, v: (
+        _target.leaf_scores(spec, 0, *adam_step(w, m, v)[::-1], w),
+        _target.leaf_signal(spec, v),
+      ),
       *trees,
     )
     threshold = lr * lam

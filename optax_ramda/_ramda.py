@@ -162,6 +162,13 @@ def scale_by_ramda(
     def warm(w, prox):
       return w if warm_start == "params" else prox
 
+    def scores(spec, g, w, v, u, anchor, prox):
+      v, u, d = accumulate(g, v, u)
+      return (
+        _target.leaf_scores(spec, v, d, anchor, warm(w, prox)),
+        _target.leaf_signal(spec, u),
+      )
+
     trees = (
       updates,
       params,
@@ -179,9 +186,7 @@ def scale_by_ramda(
       state.reg_strength,
       alpha,
       specs,
-      lambda spec, g, w, v, u, anchor, prox: _target.leaf_scores(
-        spec, *accumulate(g, v, u)[::2], anchor, warm(w, prox)
-      ),
+      scores,
       *trees,
     )
     threshold = alpha * lam

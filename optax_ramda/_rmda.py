@@ -126,6 +126,10 @@ def scale_by_rmda(
       v = v + (s * g).astype(v.dtype)
       return v, anchor - v / sqrt_k.astype(v.dtype)
 
+    def scores(spec, g, w, v, anchor):
+      v, x = prox_argument(g, v, anchor)
+      return _target.leaf_scores(spec, 0, 1, x, w), _target.leaf_signal(spec, v)
+
     trees = (updates, params, state.grad_sum, state.anchor)
     # Under a target, the quantile over this step's prox arguments x (metric I).
     lam = _target.reg_strength_for(
@@ -136,9 +140,7 @@ def scale_by_rmda(
       state.reg_strength,
       alpha / sqrt_k,
       specs,
-      lambda spec, g, w, v, anchor: _target.leaf_scores(
-        spec, 0, 1, prox_argument(g, v, anchor)[1], w
-      ),
+      scores,
       *trees,
     )
     threshold = alpha / sqrt_k * lam

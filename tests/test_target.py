@@ -87,6 +87,13 @@ def _regularized_entries(shapes):
 
 
 @pytest.fixture
+def problem_equal():
+  SPECS_IN_USE[0] = EQUAL_SPECS
+  yield
+  SPECS_IN_USE[0] = SPECS
+
+
+@pytest.fixture
 def problem(request):
   kind = request.param
   SPECS_IN_USE[0] = SPECS if kind == "mixed" else EQUAL_SPECS
@@ -140,6 +147,49 @@ def test_lambda_is_the_bisection_and_zeroes_the_target(name, problem, target, x6
     np.testing.assert_allclose(lam, hi, rtol=1e-12)
     assert _zero_weight(fixed(hi, g, state, params), shapes) == zeros
     assert _zero_weight(fixed(lam * (1 - 1e-10), g, state, params), shapes) < need
+    params, state = optax.apply_updates(params, updates), new_state
+
+
+@all_optimizers
+def test_groups_without_gradient_do_not_set_lambda(name, problem_equal, x64):
+  """A target met by groups that never had a gradient still regularizes the rest.
+
+  Three of six groups are zero and receive no gradient (a dead unit's inputs):
+  they are zero at every λ ≥ 0, so the smallest λ meeting a target of 0.3 (two
+  groups) is 0, which regularizes nothing. λ is instead the smallest at which a
+  group *with* a gradient is zero. Oracle: a bisection on the fixed-λ step for
+  the smallest λ with four zero groups; hand count: exactly four.
+  """
+  factory = FACTORIES[name]
+  tx = factory(oxr.target_sparsity(0.3, until=100))
+  silent = np.arange(6) < 3
+  params = _params(EQUAL_SHAPES)
+  params["kernel"] = jnp.where(silent[:, None], 0.0, params["kernel"])
+  state = tx.init(params)
+
+  @jax.jit
+  def fixed(lam, g, state, params):
+    updates, new_state = factory(lam).update(g, state, params)
+    return _structured(name, params, updates, new_state)
+
+  for g in _grads(EQUAL_SHAPES, 2):
+    g["kernel"] = jnp.where(silent[:, None], 0.0, g["kernel"])
+    updates, new_state = jax.jit(tx.update)(g, state, params)
+    lam = float(oxr.reg_strength(new_state))
+    assert (
+      _zero_weight(_structured(name, params, updates, new_state), EQUAL_SHAPES) == 16
+    )
+    assert _zero_weight(fixed(0.0, g, state, params), EQUAL_SHAPES) == 12
+    lo, hi = 0.0, 1.0
+    while _zero_weight(fixed(hi, g, state, params), EQUAL_SHAPES) < 16:
+      hi *= 4
+    while hi - lo > 1e-14 * hi:
+      mid = 0.5 * (lo + hi)
+      if _zero_weight(fixed(mid, g, state, params), EQUAL_SHAPES) >= 16:
+        hi = mid
+      else:
+        lo = mid
+    np.testing.assert_allclose(lam, hi, rtol=1e-12)
     params, state = optax.apply_updates(params, updates), new_state
 
 
@@ -204,6 +254,45 @@ def test_until_defaults_to_the_last_milestone():
       lams.append(float(oxr.reg_strength(state)))
     assert lams[3] != lams[2]  # Still following at update 4 (count 3).
     assert lams[3] == lams[4] == lams[5]  # Held from count 4, the last milestone.
+
+
+@all_optimizers
+def test_window_holds_the_mean_of_its_quantiles(name, x64):
+  """With ``window=K`` the last K follow steps use the running mean of their
+  quantiles, and that mean is held.
+
+  Oracle: each step's own quantile, from the same state, by the same optimizer
+  with ``window=1`` (λ is not an input of the quantile), averaged in NumPy.
+  """
+  until, window = 5, 3
+  tx = FACTORIES[name](oxr.target_sparsity(0.5, until=until, window=window))
+  plain = jax.jit(FACTORIES[name](oxr.target_sparsity(0.5, until=until)).update)
+  params = _params(SHAPES)
+  state, step, quantiles = tx.init(params), jax.jit(tx.update), []
+  for t, g in enumerate(_grads(SHAPES, 7)):
+    quantile = float(oxr.reg_strength(plain(g, state, params)[1]))
+    updates, state = step(g, state, params)
+    lam = float(oxr.reg_strength(state))
+    if t < until - window:
+      assert lam == quantile
+    elif t < until:
+      quantiles.append(quantile)
+      np.testing.assert_allclose(lam, np.mean(quantiles), rtol=1e-13)
+    else:
+      np.testing.assert_allclose(lam, np.mean(quantiles), rtol=1e-13)
+    params = optax.apply_updates(params, updates)
+  assert len(set(quantiles)) == window  # Three distinct values were averaged.
+
+
+@pytest.mark.parametrize("make", [oxr.ramda, oxr.rmda])
+def test_window_longer_than_the_default_until_fails_at_construction(make):
+  with pytest.raises(ValueError, match="longer than the 2 updates"):
+    make(
+      0.1,
+      reg_strength=oxr.target_sparsity(0.5, window=3),
+      regularizer=SPECS,
+      milestones=(2,),
+    )
 
 
 def test_nuclear_leaves_count_singular_values(x64):
@@ -365,6 +454,9 @@ def test_checkpoint_round_trip_resumes_bit_for_bit():
     ({"target": 0.5, "until": 0}, "integer >= 1"),
     ({"target": 0.5, "until": 2.5}, "integer >= 1"),
     ({"target": 0.5, "until": True}, "integer >= 1"),
+    ({"target": 0.5, "until": 4, "window": 0}, "integer >= 1"),
+    ({"target": 0.5, "until": 4, "window": 1.5}, "integer >= 1"),
+    ({"target": 0.5, "until": 4, "window": 5}, "longer than `until`=4"),
   ],
 )
 def test_bad_targets_fail_at_construction(kwargs, match):
