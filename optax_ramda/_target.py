@@ -96,12 +96,7 @@ def target_sparsity(
 
     λ = \min \Big\{ λ_g : \sum_{h:\, λ_h ≤ λ_g} n_h ≥ s \sum_h n_h \Big\},
 
-  (:math:`λ = 0` for :math:`s = 0`), raised if need be to the smallest
-  :math:`λ_g` among the groups that have had a gradient (nonzero dual average,
-  second moment or momentum): a group without one (the inputs of a dead unit)
-  is zero at every λ, and when such groups alone meet the target the quantile
-  is 0 or ε-small, a λ that regularizes nothing and, held, lets the zeroed
-  structure grow back. The scores, per optimizer:
+  (:math:`λ = 0` for :math:`s = 0`). The scores, per optimizer:
 
   * :func:`ramda`: :math:`b = D∘W^0 - V`, scale :math:`α`;
   * :func:`rmda`: :math:`b = W^0 - V/\sqrt k`, scale :math:`α/\sqrt k`;
@@ -119,15 +114,22 @@ def target_sparsity(
   change the rank.
 
   The weighted sparsity reached is the smallest achievable value at or above
-  `target` (with unequal group sizes the target itself may fall between two
-  achievable values), or, under the floor, the gradient-less groups and one
-  more. From update `until` on, λ is held at its last value,
+  `target`: with unequal group sizes the target itself may fall between two
+  achievable values. From update `until` on, λ is held at its last value,
   since the identification theory needs a fixed λ in the final stage. With
   ``window=K``, the last K updates before `until` each use the running mean of
   their quantiles so far, and the mean over all K is held: one step's quantile
   carries that step's gradient noise (on digits, one epoch of averaging kept
-  every method within 2 points of the target where the last value left
+  every method within 3 points of the target where the last value left
   ProxSSI 6 points under it; see docs/target_sparsity.md).
+
+  The λ that will be held (on the window's updates) is at least the smallest
+  :math:`λ_g` among the groups that have had a gradient (nonzero dual average,
+  second moment or momentum). A group without one (the inputs of a dead unit)
+  is zero at every λ, and when such groups alone meet the target the quantile
+  is 0 or ε-small: a λ that regularizes nothing and, held, lets the zeroed
+  structure grow back. There the sparsity is that of the gradient-less groups
+  and one more.
   :func:`reg_strength` reads λ from the state, to rerun with a fixed λ.
 
   A step whose λ would not be finite (non-finite gradients in more than the
@@ -436,15 +438,17 @@ def chosen_reg_strength(
   parts, signals = zip(*(scores(spec, *args) for spec, args in leaves), strict=True)
   dtype = jnp.result_type(*parts)
   values = jnp.concatenate([p.astype(dtype) for p in parts])
-  # At least the smallest threshold among the groups with a gradient signal.
-  # A group without one (a dead unit's inputs since the last restart) is zero
-  # at any λ > 0, and under an adaptive metric (RAMDA's D, Adam's √v + ε) its
-  # threshold is ε-small: when such groups alone make the target, the quantile
-  # is ~0, no group with a signal is regularized, and a λ held there lets the
-  # zeroed structure grow back.
+  # The λ to be held (the window's) is at least the smallest threshold among
+  # the groups with a gradient signal. A group without one (a dead unit's
+  # inputs since the last restart) is zero at any λ ≥ 0, and under an adaptive
+  # metric (RAMDA's D, Adam's √v + ε) its threshold is ε-small: when such
+  # groups alone make the target, the quantile is ~0, no group with a signal is
+  # regularized, and a λ held there lets the zeroed structure grow back.
   floor = jnp.min(jnp.where(jnp.concatenate(signals), values, jnp.inf))
+  held_next = count >= target.until - target.window
   tau = jnp.maximum(
-    _quantile(values, sizes, need), jnp.where(jnp.isfinite(floor), floor, 0)
+    _quantile(values, sizes, need),
+    jnp.where(held_next & jnp.isfinite(floor), floor, 0),
   )
   tau = tau * (1 + _MARGIN_ULPS * jnp.finfo(dtype).eps)
   lam = (tau / scale).astype(previous.dtype)

@@ -151,45 +151,51 @@ def test_lambda_is_the_bisection_and_zeroes_the_target(name, problem, target, x6
 
 
 @all_optimizers
-def test_groups_without_gradient_do_not_set_lambda(name, problem_equal, x64):
-  """A target met by groups that never had a gradient still regularizes the rest.
+def test_groups_without_gradient_do_not_set_the_held_lambda(name, problem_equal, x64):
+  """A target met by groups that never had a gradient: λ follows it to 0, but
+  the λ to be held still regularizes the other groups.
 
   Three of six groups are zero and receive no gradient (a dead unit's inputs):
   they are zero at every λ ≥ 0, so the smallest λ meeting a target of 0.3 (two
-  groups) is 0, which regularizes nothing. λ is instead the smallest at which a
-  group *with* a gradient is zero. Oracle: a bisection on the fixed-λ step for
-  the smallest λ with four zero groups; hand count: exactly four.
+  groups) is 0, as on the first update. On the last update before `until`,
+  whose λ is held, λ is the smallest at which a group *with* a gradient is
+  zero. Oracle: a bisection on the fixed-λ step for the smallest λ with four
+  zero groups; hand counts: three, then exactly four.
   """
   factory = FACTORIES[name]
-  tx = factory(oxr.target_sparsity(0.3, until=100))
+  tx = factory(oxr.target_sparsity(0.3, until=2))
   silent = np.arange(6) < 3
   params = _params(EQUAL_SHAPES)
   params["kernel"] = jnp.where(silent[:, None], 0.0, params["kernel"])
-  state = tx.init(params)
+  state, step = tx.init(params), jax.jit(tx.update)
 
   @jax.jit
   def fixed(lam, g, state, params):
     updates, new_state = factory(lam).update(g, state, params)
     return _structured(name, params, updates, new_state)
 
-  for g in _grads(EQUAL_SHAPES, 2):
+  for t, g in enumerate(_grads(EQUAL_SHAPES, 3)):
     g["kernel"] = jnp.where(silent[:, None], 0.0, g["kernel"])
-    updates, new_state = jax.jit(tx.update)(g, state, params)
+    updates, new_state = step(g, state, params)
     lam = float(oxr.reg_strength(new_state))
-    assert (
-      _zero_weight(_structured(name, params, updates, new_state), EQUAL_SHAPES) == 16
-    )
-    assert _zero_weight(fixed(0.0, g, state, params), EQUAL_SHAPES) == 12
-    lo, hi = 0.0, 1.0
-    while _zero_weight(fixed(hi, g, state, params), EQUAL_SHAPES) < 16:
-      hi *= 4
-    while hi - lo > 1e-14 * hi:
-      mid = 0.5 * (lo + hi)
-      if _zero_weight(fixed(mid, g, state, params), EQUAL_SHAPES) >= 16:
-        hi = mid
-      else:
-        lo = mid
-    np.testing.assert_allclose(lam, hi, rtol=1e-12)
+    zeros = _zero_weight(_structured(name, params, updates, new_state), EQUAL_SHAPES)
+    if t == 0:  # Following: the smallest λ, met by the silent groups alone.
+      assert (lam, zeros) == (0.0, 12)
+    elif t == 1:  # Held from the next update.
+      assert zeros == 16
+      lo, hi = 0.0, 1.0
+      while _zero_weight(fixed(hi, g, state, params), EQUAL_SHAPES) < 16:
+        hi *= 4
+      while hi - lo > 1e-14 * hi:
+        mid = 0.5 * (lo + hi)
+        if _zero_weight(fixed(mid, g, state, params), EQUAL_SHAPES) >= 16:
+          hi = mid
+        else:
+          lo = mid
+      np.testing.assert_allclose(lam, hi, rtol=1e-12)
+      held = lam
+    else:
+      assert lam == held
     params, state = optax.apply_updates(params, updates), new_state
 
 

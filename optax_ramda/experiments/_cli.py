@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     metavar="S",
     help="train every regularized method to weighted group sparsity S in [0, 1) "
     "instead of a λ: each chooses λ every step (S ramped in by the first "
-    "milestone) and holds it from the last (oxr.target_sparsity); η stays "
+    "milestone) and holds it from the last (RAMDA, RMDA: once c is 1); η stays "
     "calibrated; the table reports the final λ. Magnitude pruning takes S as "
     "its own target",
   )

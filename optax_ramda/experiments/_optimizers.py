@@ -296,6 +296,22 @@ def ramp_momentum(c0: float, final_stage_steps: int) -> float:
   return min(1.0, max(c0, 1 / math.sqrt(max(final_stage_steps, 1) / 2)))
 
 
+def averaging_steps(method: Method, momentum: float | None) -> int:
+  """Steps into the final stage until a dual-averaging method's c reaches 1.
+
+  ``c = min(c₀√r, 1)`` is one from step ``r = ⌈1/c₀²⌉``; 0 for the other
+  methods, whose model weights are their prox iterates at every step.
+
+  Examples:
+    >>> from optax_ramda.experiments._optimizers import METHODS, averaging_steps
+    >>> averaging_steps(METHODS["ramda"], 0.1), averaging_steps(METHODS["proxgen"], None)
+    (100, 0)
+  """
+  if not method.dual_averaging or not momentum:
+    return 0
+  return math.ceil(1 / momentum**2 - 1e-9)
+
+
 def settings(
   method: Method,
   *,
