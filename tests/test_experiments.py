@@ -14,6 +14,7 @@ connect.
 import contextlib
 import io
 import json
+import math
 import os
 import random
 import socket
@@ -320,6 +321,12 @@ def test_target_of_ramps_to_the_first_milestone_and_holds_from_the_last():
   assert single.until == 300
   assert float(target.target(150)) == 0.5
   assert float(single.target(150)) == pytest.approx(0.5 * (1 - 0.5**3))
+  # RAMDA and RMDA: held `settle` steps into the final stage, at a window's mean.
+  settled = target_of(0.5, (100, 200), 300, settle=50, window=10)
+  assert (settled.until, settled.window) == (250, 10)
+  assert float(settled.target(50)) == float(target.target(50))
+  late = target_of(0.5, (100, 200), 300, settle=500, window=400)
+  assert (late.until, late.window) == (300, 300)
 
 
 def test_target_sparsity_trains_each_method_to_the_target(data_file, tmp_path):
@@ -353,7 +360,11 @@ def test_target_sparsity_trains_each_method_to_the_target(data_file, tmp_path):
   for run in proximal:
     settings = run["settings"]
     assert settings["target_sparsity"] == 0.5
-    assert settings["until"] == milestones(steps, 3)[-1]
+    settle = 0  # RAMDA: held once c = min(c₀√r, 1) is 1, r = ⌈1/c₀²⌉.
+    if run["optimizer"] == "ramda":
+      settle = math.ceil(1 / settings["momentum"] ** 2 - 1e-9)
+    until = min(milestones(steps, 3)[-1] + settle, steps)
+    assert (settings["until"], settings["window"]) == (until, N_TRAIN // 20)
     assert settings["reg_strength"] > 0  # The λ the run ended with.
     assert f"{settings['reg_strength']:g}" in (out / "table.md").read_text()
   assert "target group sparsity 0.5" in (out / "table.md").read_text()
