@@ -1,8 +1,8 @@
-"""λ and group sparsity over training under `oxr.target_sparsity`, on digits mlp.
+"""λ and group sparsity over training under `oxr.target_sparsity`, on digits mlp or cnn.
 
 Trains each regularized method of the main job at its calibrated η (three stages,
-the main job's schedule) with ``reg_strength=oxr.target_sparsity(S)``, held from
-the last milestone on, and records after every step the λ the optimizer chose, the
+the main job's schedule) with ``reg_strength=oxr.target_sparsity(S)``, held by
+the main job's rule (``--hold runner``) or another, and records after every step the λ the optimizer chose, the
 weighted group sparsity of Ŵ (the step's exactly structured point: the state's Ŵ for
 RAMDA and RMDA, the weights for the others) and of the model weights. Prints the
 final test accuracy, sparsities and λ, and draws docs/target_sparsity.png.
@@ -13,6 +13,7 @@ test split, so that choices made from it (the ramp's end) follow the
 comparison's rule.
 
   python benchmarks/target_sparsity.py --target 0.5 --out docs/target_sparsity.png
+  python benchmarks/target_sparsity.py --target 0.5 --ramp first --hold last
   python benchmarks/target_sparsity.py --target 0.7 --ramp first --validation
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,7 @@ from flax import nnx
 import optax_ramda as oxr
 from optax_ramda.experiments import _data, _optimizers
 from optax_ramda.experiments._classifiers import CLASSIFIERS
+from optax_ramda.experiments._compare import target_of
 from optax_ramda.experiments._regularizers import REGULARIZERS
 
 METHODS = ("ramda", "rmda", "proxgen", "prox_sgd", "proxssi")
@@ -44,20 +46,24 @@ def train(
   hold: str,
   ramp: str | None,
   validation: bool = False,
+  task_name: str = "mlp",
 ) -> dict[str, Any]:
   """One run; returns per-step λ and sparsities and the final metrics.
 
-  `hold` is the rule for λ from the last milestone on: ``"last"`` (the
-  library's: λ of the last update before it), ``"stage"`` (the mean λ over the
-  stage before it), ``"epoch"`` (the mean over its last epoch), or
-  ``"follow"`` (never held). The other rules run the fixed-λ optimizer at that
-  λ from the same state, which is what the library's held stage computes.
+  `hold` is the rule for λ: ``"runner"`` (the main job's, which also sets the
+  ramp: :func:`~optax_ramda.experiments._compare.target_of`, held where RAMDA's
+  and RMDA's c reaches 1 and at the last milestone for the others, at the mean
+  over the epoch before), or from the last milestone on: ``"last"`` (the
+  library's default: λ of the last update before it), ``"stage"`` (the mean λ
+  over the stage before it), ``"epoch"`` (the mean over its last epoch), or
+  ``"follow"`` (never held). ``"stage"`` runs the fixed-λ optimizer at that λ
+  from the same state, which is what the library's held stage computes.
   `ramp` raises the target along Zhu & Gupta's cubic until the first
   milestone (``"first"``) or the last (``"last"``); ``None``: constant.
   `validation`: fit on the training part of the calibration's split and score
   on its held-out part (the returned ``accuracy``), not on the test split.
   """
-  task = next(t for t in CLASSIFIERS if t.name == "mlp")
+  task = next(t for t in CLASSIFIERS if t.name == task_name)
   data = task.prepared(_data.digits())
   if validation:  # The sweep's split: its "test" arrays are held-out training images.
     data = _data.validation_split(data)
@@ -69,14 +75,14 @@ def train(
   steps_per_epoch = len(data.y_train) // task.batch_size
   total = epochs * steps_per_epoch
   marks = _optimizers.milestones(total, 3)
-  _, lr = _optimizers.CALIBRATED[("mlp", name)]
+  _, lr = _optimizers.CALIBRATED[(task_name, name)]
   goal: Any = target
   if ramp:  # s_t = S (1 − (1 − t/T)³) over the first T steps.
     ends = marks[0] if ramp == "first" else marks[-1]
     goal = optax.polynomial_schedule(0.0, target, 3, ends)
 
   def make(reg_strength):
-    settings = _optimizers.settings(
+    return _optimizers.settings(
       method,
       total_steps=total,
       stages=3,
@@ -85,10 +91,16 @@ def train(
       solver="exact",
       learning_rate=lr,
     )
-    return method.make(settings, specs)
 
   until = total if hold == "follow" else marks[-1]
-  tx = make(oxr.target_sparsity(goal, until=until))
+  if hold == "runner":
+    settle = _optimizers.averaging_steps(method, make(0.0).momentum)
+    rule = target_of(target, marks, total, settle, steps_per_epoch)
+    until = cast(int, rule.until)
+    tx = method.make(make(rule), specs)
+  else:
+    window = steps_per_epoch if hold == "epoch" else 1
+    tx = method.make(make(oxr.target_sparsity(goal, until=until, window=window)), specs)
   x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
 
   def loss(p, x, y):
@@ -114,9 +126,8 @@ def train(
   for _ in range(epochs):
     order = rng.permutation(len(data.y_train))
     for b in range(steps_per_epoch):
-      if len(lams) == marks[-1] and hold in ("stage", "epoch"):
-        first = marks[-2] if hold == "stage" else marks[-1] - steps_per_epoch
-        held = make(float(np.mean(lams[first:])))
+      if len(lams) == marks[-1] and hold == "stage":
+        held = method.make(make(float(np.mean(lams[marks[-2] :]))), specs)
         step = jax.jit(lambda p, s, idx, held=held: step_fn(p, s, idx, held))
       idx = order[b * task.batch_size : (b + 1) * task.batch_size]
       params, state, lam, zp, zw = step(params, state, idx)
@@ -133,11 +144,16 @@ def train(
     "sparsity": np.asarray(sparsity),
     "accuracy": np.asarray(accuracy),
     "milestones": np.asarray(marks),
+    "until": np.asarray(until),
   }
 
 
 def plot(
-  runs: dict[str, dict[str, Any]], target: float, ramp: str | None, path: str
+  runs: dict[str, dict[str, Any]],
+  target: float,
+  ramp: str | None,
+  path: str,
+  task: str = "mlp",
 ) -> None:
   import matplotlib
 
@@ -148,6 +164,9 @@ def plot(
   for name, run in runs.items():
     label = _optimizers.METHODS[name].label
     (line,) = top.semilogy(run["lambda"], label=label)
+    held = int(run["until"])
+    if held < len(run["lambda"]):  # λ held from here on.
+      top.plot(held, run["lambda"][held], "o", color=line.get_color(), ms=4)
     bottom.plot(100 * run["prox_sparsity"], color=line.get_color(), label=f"{label} Ŵ")
     bottom.plot(100 * run["sparsity"], color=line.get_color(), ls=":", alpha=0.8)
   for ax in (top, bottom):
@@ -156,9 +175,9 @@ def plot(
   bottom.axhline(100 * target, color="black", lw=0.8)
   top.set_ylabel("λ chosen")
   bottom.set_ylabel("group sparsity (%)")
-  bottom.set_xlabel("step (dashed: milestones; λ held from the last)")
+  bottom.set_xlabel("step (dashed: milestones; dots: λ held from there)")
   goal = f"cubic ramp to {target:g} by the {ramp} milestone" if ramp else f"{target:g}"
-  top.set_title(f"digits mlp, target {goal}: solid Ŵ, dotted weights", fontsize=10)
+  top.set_title(f"digits {task}, target {goal}: solid Ŵ, dotted weights", fontsize=10)
   top.legend(fontsize=8, ncol=3)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -166,6 +185,7 @@ def plot(
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--task", choices=("mlp", "cnn"), default="mlp")
   parser.add_argument("--target", type=float, default=0.5)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--epochs", type=int, default=30)
@@ -178,7 +198,7 @@ def main() -> None:
     help="fit on 80 %% of the training images, score on the other 20 %% (not test)",
   )
   parser.add_argument(
-    "--hold", choices=("last", "stage", "epoch", "follow"), default="last"
+    "--hold", choices=("runner", "last", "stage", "epoch", "follow"), default="runner"
   )
   parser.add_argument(
     "--ramp",
@@ -192,7 +212,14 @@ def main() -> None:
   for name in args.methods:
     start = time.perf_counter()
     run = runs[name] = train(
-      name, args.target, args.seed, args.epochs, args.hold, args.ramp, args.validation
+      name,
+      args.target,
+      args.seed,
+      args.epochs,
+      args.hold,
+      args.ramp,
+      args.validation,
+      args.task,
     )
     split = "validation " if args.validation else ""
     print(
@@ -206,7 +233,8 @@ def main() -> None:
     if args.tables:
       print(run["table"])
   if args.out:
-    plot(runs, args.target, args.ramp, args.out)
+    ramp = "first" if args.hold == "runner" else args.ramp  # The runner's ramp.
+    plot(runs, args.target, ramp, args.out, args.task)
 
 
 if __name__ == "__main__":
