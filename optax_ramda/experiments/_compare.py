@@ -91,17 +91,18 @@ def target_of(
   its mean over the last `window` steps (a run of one stage: reached at its
   end, never held). The runner passes one epoch as the window: a single step's
   quantile carries that batch's noise, and the last value left ProxSSI at
-  63.7 ± 1.5 % for S = 0.7 on digits cnn, ProxGen at 46.5 % for S = 0.5 on mlp
-  (seed 0); the epoch's mean, 71.9 ± 2.6 and 50.9 % (docs/target_sparsity.md).
+  63.7 ± 1.5 % for S = 0.7 on digits cnn, 3 seeds; the epoch's mean, at
+  71.9 ± 2.6 % (docs/target_sparsity.md: over 30 cells of digits mlp and cnn, at
+  most 2.8 points from S against 6.3).
 
   `settle` is 0 for the prox methods and, for RAMDA and RMDA, the steps until
   their averaging weight c reaches 1 (:func:`~._optimizers.averaging_steps`).
   Their last milestone restarts the dual average, so that a λ held there was
   chosen on the previous stage's averages and zeroes more groups as the new
   ones settle (the threshold grows like α, the anchor's pull like α^⅓): RAMDA
-  ended at 52.3 ± 0.6 % for S = 0.5 on digits mlp, 3 seeds, and 56.6 ± 2.4 % on
+  ended at 52.3 ± 0.6 % for S = 0.5 on digits mlp, 3 seeds, and 56.8 ± 2.3 % on
   cnn. Following S until c reaches 1, where the model weights become Ŵ, gave
-  50.6 ± 0.4 and 50.8 ± 0.5 % with the window (docs/target_sparsity.md).
+  50.3 ± 0.2 and 50.6 ± 0.1 % (docs/target_sparsity.md).
 
   Zhu & Gupta's ramp s_t = S(1 − (1 − t/T)³): asked from the first step, the
   whole target zeroes the fraction S of the groups of a barely trained model and
