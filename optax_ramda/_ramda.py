@@ -111,7 +111,9 @@ def scale_by_ramda(
   )
   check_solver(solver)
   check_warm_start(warm_start)
-  target = _target.resolve(reg_strength, milestones, "ramda")
+  target = _target.resolve(
+    reg_strength, milestones, "ramda", _stages.full_weight_count(ramp_start, momentum)
+  )
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
   # λ = 0 given as a number: every leaf takes the closed form, in the same
   # fused pass as V and U (the solver's λ > 0 test would split it).
@@ -302,8 +304,8 @@ def ramda(
     eps: ε > 0 added to the cube root of U.
     reg_strength: λ ≥ 0, a float or a schedule; or :func:`target_sparsity`,
       to give the fraction of the regularized groups to zero instead, with λ
-      chosen each step until the last milestone (see there; read λ with
-      :func:`reg_strength`).
+      chosen each step until c first reaches one in the final stage (see
+      there; read λ with :func:`reg_strength`).
     regularizer: a spec tree that is a pytree prefix of the params with leaves
       :func:`group_lasso`, :func:`l1`, :func:`nuclear` (2-D leaves) or
       ``None`` (unregularized), or a

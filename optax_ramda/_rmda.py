@@ -84,7 +84,9 @@ def scale_by_rmda(
   ramp_start = _stages.ramp_start_of(
     momentum_ramp, _checks.check_ramp(momentum_ramp, ramp_start), milestones
   )
-  target = _target.resolve(reg_strength, milestones, "rmda")
+  target = _target.resolve(
+    reg_strength, milestones, "rmda", _stages.full_weight_count(ramp_start, momentum)
+  )
   state_dtype = None if state_dtype is None else jnp.dtype(state_dtype)
 
   def init_fn(params):

@@ -8,6 +8,8 @@ docs/algorithm.md, "Stages and the ramp").
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +61,34 @@ def ramp_start_of(
   if ramp_start is not None:
     return ramp_start
   return milestones[-1] if milestones else None
+
+
+def full_weight_steps(momentum: float) -> int:
+  """R = ⌈1/c₀²⌉: the ramp's step r from which c = min(c₀√r, 1) is one.
+
+  Examples:
+    >>> from optax_ramda._stages import full_weight_steps
+    >>> full_weight_steps(0.1), full_weight_steps(0.3), full_weight_steps(1.0)
+    (100, 12, 1)
+  """
+  # 1/0.1² is 100.00000000000001 in floating point; c₀√100 rounds to one.
+  return max(math.ceil(1 / momentum**2 * (1 - 1e-12)), 1)
+
+
+def full_weight_count(ramp_start: Any, momentum: Any) -> Any:
+  """The update count after the first update at c = 1: ``ramp_start + R``.
+
+  A Python int for Python numbers; an int32 array where ``optax.inject_hyperparams``
+  feeds in `ramp_start` or c₀ (traced inside its update). None without a ramp or
+  for c₀ given as a schedule, whose R is not known before training.
+  """
+  if ramp_start is None or callable(momentum):
+    return None
+  if isinstance(momentum, numbers.Real) and isinstance(ramp_start, numbers.Integral):
+    return int(ramp_start) + full_weight_steps(float(momentum))
+  c0 = jnp.asarray(momentum, jnp.float32)
+  steps = jnp.maximum(jnp.ceil(1 / jnp.square(c0) * (1 - 1e-6)), 1)
+  return jnp.asarray(ramp_start, jnp.int32) + steps.astype(jnp.int32)
 
 
 def averaging_weight(

@@ -44,27 +44,35 @@ class TargetSparsity:
     target: s ∈ [0, 1), the weighted fraction of the regularized groups to
       zero, or a schedule of the step count giving it.
     until: the number of updates during which λ follows the target; from then
-      on it is held. ``None``: the optimizer's last milestone.
+      on it is held. ``None``: the optimizer's default (see
+      :func:`target_sparsity`).
     window: the number of last updates before `until` whose λ is the running
       mean of their quantiles (1: each its own).
   """
 
   target: float | optax.Schedule
-  until: int | None = None
+  until: Any = None  # int, or an int32 array from inject_hyperparams; None: default.
   window: int = 1
 
-  def resolve(self, milestones: Sequence[int], optimizer: str) -> TargetSparsity:
-    """This target with `until` set: its own, or the last of `milestones`.
+  def resolve(
+    self, milestones: Sequence[int], optimizer: str, full_weight: Any = None
+  ) -> TargetSparsity:
+    """This target with `until` set: its own, else `full_weight` (the update
+    after a dual-averaging method's averaging weight first reaches one), else
+    the last of `milestones`.
 
     Raises:
-      ValueError: when neither gives a step count, or `window` exceeds it.
+      ValueError: when none gives a step count, or `window` exceeds it.
     """
-    if self.until is None and milestones:
-      return dataclasses.replace(self, until=int(milestones[-1])).resolve(
-        milestones, optimizer
-      )
+    default = (
+      full_weight
+      if full_weight is not None
+      else (int(milestones[-1]) if milestones else None)
+    )
+    if self.until is None and default is not None:
+      return dataclasses.replace(self, until=default).resolve(milestones, optimizer)
     if self.until is not None:
-      if self.window > self.until:
+      if not isinstance(self.until, jax.core.Tracer) and self.window > self.until:
         raise ValueError(
           f"target_sparsity: `window`={self.window} is longer than the "
           f"{self.until} updates that follow the target (`until`); give "
@@ -150,8 +158,12 @@ def target_sparsity(
       zero; or a schedule of the step count (for example
       ``optax.linear_schedule(0.0, 0.5, N)``), to raise it gradually.
     until: N ≥ 1, the number of updates during which λ follows the target.
-      ``None`` (default): the optimizer's last milestone (:func:`ramda`,
-      :func:`rmda`); optimizers without milestones need it.
+      ``None`` (default), for :func:`ramda` and :func:`rmda`: the update after
+      the first whose averaging weight c = min(c₀√r, 1) is one, ramp start +
+      ⌈1/c₀²⌉ (their last milestone restarts the dual averages, and a λ held
+      there zeroes more as they settle: on digits RAMDA ended 2 to 7 points over
+      the target); the last milestone when the ramp is off or c₀ is a
+      schedule. :func:`proxgen`, :func:`prox_sgd` and :func:`proxssi` need it.
     window: K in [1, N], the number of last updates before `until` over which
       λ is averaged before it is held (default 1: the last value).
 
@@ -224,11 +236,14 @@ def target_sparsity(
 
 
 def resolve(
-  reg_strength: Any, milestones: Sequence[int], optimizer: str
+  reg_strength: Any,
+  milestones: Sequence[int],
+  optimizer: str,
+  full_weight: Any = None,
 ) -> TargetSparsity | None:
   """The optimizer's target with `until` resolved, or None for a plain λ."""
   if isinstance(reg_strength, TargetSparsity):
-    return reg_strength.resolve(milestones, optimizer)
+    return reg_strength.resolve(milestones, optimizer, full_weight)
   return None
 
 

@@ -245,60 +245,47 @@ def test_held_lambda_is_the_fixed_lambda_step_bit_for_bit(name):
   assert oxr.reg_strength(held_state) == lam
 
 
-def test_until_defaults_to_the_last_milestone():
-  """RAMDA and RMDA hold λ from their last milestone when `until` is not given."""
-  params = _params(SHAPES, dtype=np.float32)
-  grads = _grads(SHAPES, 6, dtype=np.float32)
-  for make in (oxr.ramda, oxr.rmda):
-    tx = make(
-      0.1, reg_strength=oxr.target_sparsity(0.5), regularizer=SPECS, milestones=(2, 4)
-    )
-    state, lams, step = tx.init(params), [], jax.jit(tx.update)
-    for g in grads:
-      updates, state = step(g, state, params)
-      params = optax.apply_updates(params, updates)
-      lams.append(float(oxr.reg_strength(state)))
-    assert lams[3] != lams[2]  # Still following at update 4 (count 3).
-    assert lams[3] == lams[4] == lams[5]  # Held from count 4, the last milestone.
-
-
-@all_optimizers
-def test_window_holds_the_mean_of_its_quantiles(name, x64):
-  """With ``window=K`` the last K follow steps use the running mean of their
-  quantiles, and that mean is held.
-
-  Oracle: each step's own quantile, from the same state, by the same optimizer
-  with ``window=1`` (λ is not an input of the quantile), averaged in NumPy.
-  """
-  until, window = 5, 3
-  tx = FACTORIES[name](oxr.target_sparsity(0.5, until=until, window=window))
-  plain = jax.jit(FACTORIES[name](oxr.target_sparsity(0.5, until=until)).update)
-  params = _params(SHAPES)
-  state, step, quantiles = tx.init(params), jax.jit(tx.update), []
-  for t, g in enumerate(_grads(SHAPES, 7)):
-    quantile = float(oxr.reg_strength(plain(g, state, params)[1]))
-    updates, state = step(g, state, params)
-    lam = float(oxr.reg_strength(state))
-    if t < until - window:
-      assert lam == quantile
-    elif t < until:
-      quantiles.append(quantile)
-      np.testing.assert_allclose(lam, np.mean(quantiles), rtol=1e-13)
-    else:
-      np.testing.assert_allclose(lam, np.mean(quantiles), rtol=1e-13)
-    params = optax.apply_updates(params, updates)
-  assert len(set(quantiles)) == window  # Three distinct values were averaged.
-
-
+@pytest.mark.parametrize(
+  ("kwargs", "untils"),
+  [
+    ({"momentum": 0.5}, (6, 6)),  # c = min(0.5√r, 1) is 1 from r = 4: after count 5.
+    ({"momentum": 0.5, "ramp_start": 1}, (5, 5)),
+    ({"momentum": 0.5, "momentum_ramp": False}, (2, 2)),  # No ramp: last milestone.
+    # A schedule's R is unknown before training; inject_hyperparams hands the
+    # optimizer the schedule's value at each step instead, as a constant.
+    ({"momentum": optax.constant_schedule(0.5)}, (2, 6)),
+  ],
+)
 @pytest.mark.parametrize("make", [oxr.ramda, oxr.rmda])
-def test_window_longer_than_the_default_until_fails_at_construction(make):
-  with pytest.raises(ValueError, match="longer than the 2 updates"):
-    make(
-      0.1,
-      reg_strength=oxr.target_sparsity(0.5, window=3),
-      regularizer=SPECS,
-      milestones=(2,),
-    )
+def test_until_defaults_to_where_the_averaging_weight_reaches_one(make, kwargs, untils):
+  """RAMDA and RMDA, without `until`: λ follows the target through the first
+  update whose averaging weight c is one (the dual averages restart at the last
+  milestone and settle through its ramp), and is held from the next; without a
+  ramp, or with c₀ a schedule, from the last milestone. The same under
+  ``optax.inject_hyperparams``, whose c₀ and ramp start are traced arrays.
+  """
+  params = _params(SHAPES, dtype=np.float32)
+  grads = _grads(SHAPES, max(untils) + 3, dtype=np.float32)
+  settings = dict(reg_strength=oxr.target_sparsity(0.5), regularizer=SPECS, **kwargs)
+  injected = optax.inject_hyperparams(
+    make, static_args=("regularizer", "milestones", "momentum_ramp")
+  )
+  for tx, until in zip(
+    (
+      make(0.1, milestones=(2,), **settings),
+      injected(learning_rate=0.1, milestones=(2,), **settings),
+    ),
+    untils,
+    strict=True,
+  ):
+    state, lams, step = tx.init(params), [], jax.jit(tx.update)
+    p = params
+    for g in grads:
+      updates, state = step(g, state, p)
+      p = optax.apply_updates(p, updates)
+      lams.append(float(oxr.reg_strength(state)))
+    assert lams[until - 1] != lams[until - 2]  # Still following at count until - 1.
+    assert len(set(lams[until - 1 :])) == 1  # Held from count `until`.
 
 
 def test_nuclear_leaves_count_singular_values(x64):

@@ -25,6 +25,7 @@ import optax.contrib
 
 import optax_ramda as oxr
 from optax_ramda._solvers import Solver
+from optax_ramda._stages import full_weight_steps
 from optax_ramda.experiments import _pruning
 
 
@@ -309,7 +310,7 @@ def averaging_steps(method: Method, momentum: float | None) -> int:
   """
   if not method.dual_averaging or not momentum:
     return 0
-  return math.ceil(1 / momentum**2 - 1e-9)
+  return full_weight_steps(momentum)
 
 
 def settings(
