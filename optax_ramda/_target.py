@@ -163,7 +163,8 @@ def target_sparsity(
       ⌈1/c₀²⌉ (their last milestone restarts the dual averages, and a λ held
       there zeroes more as they settle: on digits RAMDA ended 2 to 7 points over
       the target); the last milestone when the ramp is off or c₀ is a
-      schedule. :func:`proxgen`, :func:`prox_sgd` and :func:`proxssi` need it.
+      schedule. A shorter run never holds λ: pass `until`. :func:`proxgen`,
+      :func:`prox_sgd` and :func:`proxssi` need it.
     window: K in [1, N], the number of last updates before `until` over which
       λ is averaged before it is held (default 1: the last value).
 
