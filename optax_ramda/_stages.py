@@ -63,6 +63,12 @@ def ramp_start_of(
   return milestones[-1] if milestones else None
 
 
+# 1/c₀² lands a rounding error above an integer (1/0.1² is 100.00000000000001
+# in float64, 99.99999 in float32) where c₀√r rounds to one: one relative
+# tolerance, coarser than float32's, for the Python and the traced count alike.
+_RAMP_RTOL = 1e-6
+
+
 def full_weight_steps(momentum: float) -> int:
   """R = ⌈1/c₀²⌉: the ramp's step r from which c = min(c₀√r, 1) is one.
 
@@ -71,8 +77,7 @@ def full_weight_steps(momentum: float) -> int:
     >>> full_weight_steps(0.1), full_weight_steps(0.3), full_weight_steps(1.0)
     (100, 12, 1)
   """
-  # 1/0.1² is 100.00000000000001 in floating point; c₀√100 rounds to one.
-  return max(math.ceil(1 / momentum**2 * (1 - 1e-12)), 1)
+  return max(math.ceil(1 / momentum**2 * (1 - _RAMP_RTOL)), 1)
 
 
 def full_weight_count(ramp_start: Any, momentum: Any) -> Any:
@@ -87,7 +92,7 @@ def full_weight_count(ramp_start: Any, momentum: Any) -> Any:
   if isinstance(momentum, numbers.Real) and isinstance(ramp_start, numbers.Integral):
     return int(ramp_start) + full_weight_steps(float(momentum))
   c0 = jnp.asarray(momentum, jnp.float32)
-  steps = jnp.maximum(jnp.ceil(1 / jnp.square(c0) * (1 - 1e-6)), 1)
+  steps = jnp.maximum(jnp.ceil(1 / jnp.square(c0) * (1 - _RAMP_RTOL)), 1)
   return jnp.asarray(ramp_start, jnp.int32) + steps.astype(jnp.int32)
 
 
